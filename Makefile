@@ -1,0 +1,41 @@
+# ds-cluster developer targets. `make test` works from a fresh clone: it creates
+# .venv when no virtualenv is active and installs the project with its test extras.
+ifdef VIRTUAL_ENV
+PY := python
+else
+PY := .venv/bin/python
+endif
+SEEDS ?= 200
+PYTEST_ARGS ?=
+
+.PHONY: install test test-slow lint run bench simulate fuzz clean
+
+$(PY):
+	python3 -m venv .venv
+
+install: $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: install
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check dscluster/core dscluster/wire || true
+	$(PY) -m mypy dscluster/core dscluster/wire
+
+run: install
+	$(PY) -m dscluster.localcluster
+
+bench: install
+	$(PY) -m bench
+
+simulate: install
+	$(PY) -m dscluster.testing.simulate --seeds $(SEEDS)
+
+clean:
+	rm -rf .venv build *.egg-info .pytest_cache
