@@ -66,3 +66,11 @@ class ProtocolError(DSClusterError):
 
 class DatastoreClosedError(DSClusterError):
     """The datastore was used after close()."""
+
+
+class CorruptBlockError(DSClusterError):
+    """A block's bytes do not hash to its CID (or do not decode as its codec says)."""
+
+    def __init__(self, cid: object, reason: str = "bytes do not match the CID's hash") -> None:
+        super().__init__(f"corrupt block {cid}: {reason}")
+        self.cid = cid
