@@ -1,0 +1,122 @@
+"""Length-prefixed frames: unsigned varint (LEB128) length, then the payload.
+
+Theory of operation: a stream carries frames back to back. The decoder is a
+pure object (no I/O, h11-style): the caller ``feed()``s whatever bytes the
+stream gave, takes whole frames with ``next_frame()`` until it returns None,
+and calls ``feed_eof()`` when the stream ends. Every way a peer can break the
+framing raises ``ProtocolError`` at the moment it becomes certain:
+
+- a length above ``max_frame_size`` fails as soon as the prefix is read, so a
+  hostile peer never makes us buffer the body it announces;
+- a varint longer than 9 bytes (the multiformats unsigned-varint limit) or not
+  minimally encoded (a trailing 0x00 group) is rejected;
+- EOF with a partial prefix or body is a truncation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from dscluster.errors import BadRequestError, ProtocolError
+
+DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024  # a 4 MiB value plus overhead fits easily
+MAX_VARINT_BYTES = 9  # multiformats unsigned-varint: at most 63 bits
+
+
+def encode_varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("varint must be non-negative")
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_frame(payload: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
+    """One frame; BadRequestError if the payload exceeds the limit (our mistake, not the peer's)."""
+    if len(payload) > max_frame_size:
+        raise BadRequestError(
+            f"message of {len(payload)} bytes exceeds the frame limit of {max_frame_size}"
+        )
+    return encode_varint(len(payload)) + payload
+
+
+class FrameDecoder:
+    """Feed bytes in, take whole frames out."""
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        if max_frame_size <= 0:
+            raise ValueError("max_frame_size must be positive")
+        self.max_frame_size = max_frame_size
+        self._buf = bytearray()
+        self._pos = 0  # start of unread data in _buf
+        self._need: int | None = None  # body length once the prefix is parsed
+        self._eof = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes) -> None:
+        if self._eof:
+            raise ProtocolError("data after end of stream")
+        if self._pos and self._pos > len(self._buf) // 2:
+            del self._buf[: self._pos]  # compact: keep the buffer from growing forever
+            self._pos = 0
+        self._buf += data
+
+    def feed_eof(self) -> None:
+        """The stream ended; ProtocolError if it ended inside a frame."""
+        self._eof = True
+        if self._need is None:
+            self._parse_prefix()  # may still raise on a bad complete prefix
+        if self.buffered or self._need is not None:
+            raise ProtocolError(f"stream truncated inside a frame ({self.buffered} bytes pending)")
+
+    def next_frame(self) -> bytes | None:
+        """The next whole frame's payload, or None if more bytes are needed."""
+        if self._need is None and not self._parse_prefix():
+            return None
+        assert self._need is not None
+        end = self._pos + self._need
+        if end > len(self._buf):
+            return None
+        frame = bytes(self._buf[self._pos : end])
+        self._pos = end
+        self._need = None
+        return frame
+
+    def frames(self) -> Iterator[bytes]:
+        while (frame := self.next_frame()) is not None:
+            yield frame
+
+    def _parse_prefix(self) -> bool:
+        value = 0
+        shift = 0
+        buf = self._buf
+        for i in range(self._pos, len(buf)):
+            byte = buf[i]
+            count = i - self._pos + 1
+            value |= (byte & 0x7F) << shift
+            if byte & 0x80 == 0:
+                if byte == 0 and count > 1:
+                    raise ProtocolError("frame length varint is not minimally encoded")
+                if value > self.max_frame_size:
+                    raise ProtocolError(
+                        f"frame of {value} bytes exceeds the limit of {self.max_frame_size}"
+                    )
+                self._pos = i + 1
+                self._need = value
+                return True
+            if count >= MAX_VARINT_BYTES:
+                raise ProtocolError("frame length varint longer than 9 bytes")
+            if value > self.max_frame_size:
+                # Already too large whatever the remaining groups say.
+                raise ProtocolError(
+                    f"frame length exceeds the limit of {self.max_frame_size}"
+                )
+            shift += 7
+        return False
