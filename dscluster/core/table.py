@@ -1,0 +1,388 @@
+"""The slot table: who owns each slot, at which epoch, and who is a member.
+
+Theory of operation
+-------------------
+Every slot carries a *claim* ``(epoch, owner)``. Claims are totally ordered as
+tuples: the higher epoch wins and, at equal epochs, the greater owner peer ID
+wins. Merging two views of the table is therefore a per-slot ``max`` — a
+join-semilattice, so merge is commutative, associative and idempotent, and any
+order of gossip delivery converges to the same table (tests prove it with
+hypothesis). A claim is only ever *made* by a node taking ownership of slots
+(the end of a migration) with an epoch higher than any it has seen, so in a
+healthy cluster equal-epoch conflicts do not arise; if they do (two nodes were
+bootstrapped with clashing configs), the tie-break picks one winner everywhere
+and the loser learns it lost (`MergeResult.lost`) and bumps its epoch, as
+Redis does on a configEpoch collision.
+
+Membership is merged the same way: each `NodeInfo` carries a version and the
+greater ``(version, role, addrs)`` wins. A node is added at version 1 and
+retired by re-publishing it with a higher version and role RETIRED.
+
+Liveness is not in the table: it is each observer's opinion, kept by the
+failure detector (gossip.py).
+
+For cheap gossip the 16384 slots are grouped in 64 buckets of 256; a digest is
+one short hash per bucket plus one for the membership, and peers exchange only
+the buckets whose hashes differ.
+
+Two serializations: CBOR (`to_cbor`/`from_cbor`, for the wire and for the
+persisted state) and config.json form (`to_config`/`from_config`) with
+go-ds-cluster's field names. The config form written is::
+
+    {"nodes": [{"id": "<peer id>",
+                "slots": [{"start": 0, "end": 5460, "epoch": 0}, ...],
+                "swarm": ["/ip4/127.0.0.1/tcp/4001", ...],
+                "role": "data"}, ...]}
+
+On read, "slots" may also be go-ds-cluster's single ``{"start": a, "end": b}``
+object, "epoch" defaults to 0, "swarm" may be one string, "role" defaults to
+"data". Decoders raise only ProtocolError (CBOR) or ConfigError (config).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+
+from dscluster.core.slots import SLOT_COUNT, SlotSet, initial_ranges, normalize_ranges
+from dscluster.errors import ConfigError, ProtocolError
+
+Claim = tuple[int, str]  # (epoch, owner peer ID); compared as a tuple
+UNKNOWN: Claim = (-1, "")  # loses to every real claim
+Run = tuple[int, int, int, str]  # (start, end, epoch, owner): consecutive equal claims
+
+BUCKET_SIZE = 256
+BUCKET_COUNT = SLOT_COUNT // BUCKET_SIZE
+
+
+class NodeRole(enum.Enum):
+    DATA = "data"  # stores data and may own slots (a joining node owns none yet)
+    RETIRED = "retired"  # left the cluster; owns nothing, takes no part in votes
+
+
+_ROLE_RANK = {NodeRole.DATA: 0, NodeRole.RETIRED: 1}
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    id: str
+    addrs: tuple[str, ...] = ()
+    role: NodeRole = NodeRole.DATA
+    version: int = 0
+
+    def order_key(self) -> tuple[int, int, tuple[str, ...]]:
+        return (self.version, _ROLE_RANK[self.role], self.addrs)
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"id": self.id, "addrs": list(self.addrs), "role": self.role.value,
+                "version": self.version}
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> NodeInfo:
+        """Decode a wire node entry; raises ProtocolError on garbage."""
+        try:
+            if not isinstance(obj, dict):
+                raise TypeError("node entry is not a map")
+            node_id, addrs, version = obj["id"], obj["addrs"], obj["version"]
+            if not isinstance(node_id, str) or not node_id:
+                raise TypeError("node id must be a non-empty string")
+            if not isinstance(addrs, list) or not all(isinstance(a, str) for a in addrs):
+                raise TypeError("addrs must be a list of strings")
+            if type(version) is not int or version < 0:
+                raise TypeError("version must be a non-negative integer")
+            return cls(node_id, tuple(addrs), NodeRole(obj["role"]), version)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"bad node entry: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class TableDigest:
+    buckets: tuple[bytes, ...]  # one hash per bucket of BUCKET_SIZE slots
+    members: bytes
+
+
+@dataclass
+class MergeResult:
+    changed: list[int] = field(default_factory=list)  # slots whose claim changed
+    lost: list[tuple[int, Claim, Claim]] = field(default_factory=list)  # equal-epoch losses
+    nodes_changed: bool = False
+
+    @property
+    def any(self) -> bool:
+        return bool(self.changed) or self.nodes_changed
+
+
+def _hash(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+class SlotTable:
+    """Mutable slot table; every mutation goes through merge or claim."""
+
+    def __init__(self, claims: Sequence[Claim], nodes: Iterable[NodeInfo] = ()) -> None:
+        if len(claims) != SLOT_COUNT:
+            raise ValueError(f"a table has {SLOT_COUNT} claims, got {len(claims)}")
+        self._claims: list[Claim] = list(claims)
+        self.nodes: dict[str, NodeInfo] = {n.id: n for n in nodes}
+        self._bucket_cache: list[bytes | None] = [None] * BUCKET_COUNT
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    def empty(cls) -> SlotTable:
+        """A table that knows nothing yet (a joining node before its first gossip)."""
+        return cls([UNKNOWN] * SLOT_COUNT)
+
+    @classmethod
+    def initial(cls, node_ids: Sequence[str],
+                addrs: Mapping[str, Sequence[str]] | None = None) -> SlotTable:
+        """go-ds-cluster's initial split over `node_ids`, all at epoch 0."""
+        claims: list[Claim] = []
+        for node_id, (start, end) in zip(node_ids, initial_ranges(len(node_ids)), strict=True):
+            claims.extend([(0, node_id)] * (end - start + 1))
+        addrs = addrs or {}
+        nodes = [NodeInfo(n, tuple(addrs.get(n, ())), NodeRole.DATA, 1) for n in node_ids]
+        return cls(claims, nodes)
+
+    def copy(self) -> SlotTable:
+        other = SlotTable(self._claims, self.nodes.values())
+        other._bucket_cache = list(self._bucket_cache)
+        return other
+
+    # -- queries ----------------------------------------------------------------
+
+    def claim(self, slot: int) -> Claim:
+        return self._claims[slot]
+
+    def owner(self, slot: int) -> str | None:
+        owner = self._claims[slot][1]
+        return owner or None
+
+    def max_epoch(self) -> int:
+        return max(epoch for epoch, _ in self._claims)
+
+    def slots_of(self, peer: str) -> SlotSet:
+        return SlotSet.from_slots(s for s, (_, o) in enumerate(self._claims) if o == peer)
+
+    def slot_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, owner in self._claims:
+            counts[owner] = counts.get(owner, 0) + 1
+        return counts
+
+    def is_complete(self) -> bool:
+        return all(owner for _, owner in self._claims)
+
+    def data_nodes(self) -> list[str]:
+        return sorted(n.id for n in self.nodes.values() if n.role is NodeRole.DATA)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SlotTable):
+            return NotImplemented
+        return self._claims == other._claims and self.nodes == other.nodes
+
+    def __repr__(self) -> str:
+        return f"SlotTable({self.slot_counts()}, nodes={sorted(self.nodes)})"
+
+    # -- runs, the compact form -----------------------------------------------
+
+    def runs(self, buckets: Iterable[int] | None = None) -> list[Run]:
+        """Consecutive equal claims as (start, end, epoch, owner), optionally of some buckets."""
+        spans = ([(b * BUCKET_SIZE, (b + 1) * BUCKET_SIZE - 1) for b in sorted(set(buckets))]
+                 if buckets is not None else [(0, SLOT_COUNT - 1)])
+        out: list[Run] = []
+        for lo, hi in spans:
+            start = lo
+            for slot in range(lo + 1, hi + 2):
+                if slot > hi or self._claims[slot] != self._claims[start]:
+                    epoch, owner = self._claims[start]
+                    out.append((start, slot - 1, epoch, owner))
+                    start = slot
+        return out
+
+    # -- mutation -----------------------------------------------------------------
+
+    def _set(self, slot: int, claim: Claim) -> None:
+        self._claims[slot] = claim
+        self._bucket_cache[slot // BUCKET_SIZE] = None
+
+    def assign(self, slots: SlotSet, claim: Claim) -> None:
+        """Take a claim authoritatively (the migration flip); caller chose a fresh epoch."""
+        for slot in slots:
+            self._set(slot, claim)
+
+    def merge_runs(self, runs: Iterable[Run], me: str | None = None) -> MergeResult:
+        """Per-slot max of our claims and `runs`; reports equal-epoch losses of `me`."""
+        result = MergeResult()
+        for start, end, epoch, owner in runs:
+            theirs = (epoch, owner)
+            for slot in range(start, end + 1):
+                ours = self._claims[slot]
+                if theirs > ours:
+                    if me is not None and ours[1] == me and ours[0] == epoch:
+                        result.lost.append((slot, ours, theirs))
+                    self._set(slot, theirs)
+                    result.changed.append(slot)
+        return result
+
+    def merge_nodes(self, nodes: Iterable[NodeInfo]) -> bool:
+        changed = False
+        for node in nodes:
+            ours = self.nodes.get(node.id)
+            if ours is None or node.order_key() > ours.order_key():
+                self.nodes[node.id] = node
+                changed = True
+        return changed
+
+    def merge(self, other: SlotTable, me: str | None = None) -> MergeResult:
+        result = self.merge_runs(other.runs(), me)
+        result.nodes_changed = self.merge_nodes(other.nodes.values())
+        return result
+
+    # -- digests --------------------------------------------------------------------
+
+    def _bucket_hash(self, bucket: int) -> bytes:
+        cached = self._bucket_cache[bucket]
+        if cached is None:
+            lo = bucket * BUCKET_SIZE
+            text = ";".join(f"{e},{o}" for e, o in self._claims[lo:lo + BUCKET_SIZE])
+            cached = self._bucket_cache[bucket] = _hash(text.encode())
+        return cached
+
+    def members_hash(self) -> bytes:
+        return _hash(cbor2.dumps([self.nodes[n].to_obj() for n in sorted(self.nodes)]))
+
+    def digest(self) -> TableDigest:
+        return TableDigest(tuple(self._bucket_hash(b) for b in range(BUCKET_COUNT)),
+                           self.members_hash())
+
+    def differing_buckets(self, digest: TableDigest) -> list[int]:
+        return [b for b in range(BUCKET_COUNT) if self._bucket_hash(b) != digest.buckets[b]]
+
+    # -- CBOR -------------------------------------------------------------------------
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"runs": [list(r) for r in self.runs()],
+                "nodes": [self.nodes[n].to_obj() for n in sorted(self.nodes)]}
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> SlotTable:
+        if not isinstance(obj, dict):
+            raise ProtocolError("slot table is not a map")
+        runs = decode_runs(obj.get("runs"))
+        claims: list[Claim | None] = [None] * SLOT_COUNT
+        for start, end, epoch, owner in runs:
+            for slot in range(start, end + 1):
+                if claims[slot] is not None:
+                    raise ProtocolError(f"slot {slot} appears twice in the table")
+                claims[slot] = (epoch, owner)
+        if any(c is None for c in claims):
+            raise ProtocolError("slot table does not cover every slot")
+        nodes = obj.get("nodes")
+        if not isinstance(nodes, list):
+            raise ProtocolError("slot table nodes must be a list")
+        return cls([c for c in claims if c is not None], [NodeInfo.from_obj(n) for n in nodes])
+
+    def to_cbor(self) -> bytes:
+        return cbor2.dumps(self.to_obj())
+
+    @classmethod
+    def from_cbor(cls, data: bytes) -> SlotTable:
+        try:
+            obj = cbor2.loads(data)
+        except Exception as exc:  # cbor2 raises several unrelated types on garbage
+            raise ProtocolError(f"slot table is not valid CBOR: {exc}") from exc
+        return cls.from_obj(obj)
+
+    # -- config.json form ----------------------------------------------------------------
+
+    def to_config(self) -> list[dict[str, Any]]:
+        """The `nodes` list of config.json (see the module docstring)."""
+        by_owner: dict[str, list[dict[str, int]]] = {}
+        for start, end, epoch, owner in self.runs():
+            by_owner.setdefault(owner, []).append({"start": start, "end": end, "epoch": epoch})
+        out = []
+        for node_id in sorted(set(self.nodes) | (set(by_owner) - {""})):
+            info = self.nodes.get(node_id, NodeInfo(node_id))
+            out.append({"id": node_id, "slots": by_owner.get(node_id, []),
+                        "swarm": list(info.addrs), "role": info.role.value})
+        return out
+
+    @classmethod
+    def from_config(cls, nodes: Any) -> SlotTable:
+        """Read config.json's `nodes`; raises ConfigError on anything malformed."""
+        if not isinstance(nodes, list) or not nodes:
+            raise ConfigError("config 'nodes' must be a non-empty list")
+        claims: list[Claim | None] = [None] * SLOT_COUNT
+        infos = []
+        for entry in nodes:
+            node_id, ranges, swarm, role = _config_node(entry)
+            infos.append(NodeInfo(node_id, swarm, role, 1))
+            for start, end, epoch in ranges:
+                for slot in range(start, end + 1):
+                    if claims[slot] is not None:
+                        raise ConfigError(f"slot {slot} is assigned to two nodes")
+                    claims[slot] = (epoch, node_id)
+        missing = [s for s, c in enumerate(claims) if c is None]
+        if missing:
+            raise ConfigError(f"config leaves slots unassigned: {SlotSet.from_slots(missing)}")
+        if len({i.id for i in infos}) != len(infos):
+            raise ConfigError("config lists a node id twice")
+        return cls([c for c in claims if c is not None], infos)
+
+
+def _config_node(entry: Any) -> tuple[str, list[tuple[int, int, int]], tuple[str, ...], NodeRole]:
+    if not isinstance(entry, dict):
+        raise ConfigError("each config node must be an object")
+    node_id = entry.get("id")
+    if not isinstance(node_id, str) or not node_id:
+        raise ConfigError("config node 'id' must be a non-empty string")
+    slots = entry.get("slots", [])
+    if isinstance(slots, dict):  # go-ds-cluster writes one {"start", "end"} object
+        slots = [slots]
+    if not isinstance(slots, list):
+        raise ConfigError(f"node {node_id}: 'slots' must be a list or a {{start, end}} object")
+    ranges = []
+    for item in slots:
+        if not isinstance(item, dict):
+            raise ConfigError(f"node {node_id}: each slot range must be an object")
+        start, end, epoch = item.get("start"), item.get("end"), item.get("epoch", 0)
+        if not (type(start) is int and type(end) is int and type(epoch) is int) or epoch < 0:
+            raise ConfigError(f"node {node_id}: bad slot range {item!r}")
+        try:
+            normalize_ranges([(start, end)])
+        except ValueError as exc:
+            raise ConfigError(f"node {node_id}: {exc}") from exc
+        ranges.append((start, end, epoch))
+    swarm = entry.get("swarm", [])
+    if isinstance(swarm, str):
+        swarm = [swarm] if swarm else []
+    if not isinstance(swarm, list) or not all(isinstance(a, str) for a in swarm):
+        raise ConfigError(f"node {node_id}: 'swarm' must be a string or a list of strings")
+    try:
+        role = NodeRole(entry.get("role", "data"))
+    except ValueError as exc:
+        raise ConfigError(f"node {node_id}: unknown role {entry.get('role')!r}") from exc
+    return node_id, ranges, tuple(swarm), role
+
+
+def decode_runs(obj: Any) -> list[Run]:
+    """Validate wire runs; raises ProtocolError."""
+    if not isinstance(obj, list):
+        raise ProtocolError("runs must be a list")
+    runs: list[Run] = []
+    for item in obj:
+        if not (isinstance(item, (list, tuple)) and len(item) == 4):
+            raise ProtocolError(f"bad run {item!r}")
+        start, end, epoch, owner = item
+        if not all(type(v) is int for v in (start, end, epoch)) or not isinstance(owner, str):
+            raise ProtocolError(f"bad run {item!r}")
+        if not (0 <= start <= end < SLOT_COUNT) or epoch < -1 or (epoch == -1) != (owner == ""):
+            raise ProtocolError(f"bad run {item!r}")
+        runs.append((start, end, epoch, owner))
+    return runs
