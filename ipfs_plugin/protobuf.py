@@ -1,0 +1,91 @@
+"""Just enough of the protobuf wire format for bitswap and dag-pb.
+
+Both formats are small and fixed, so we read and write fields by hand: a
+message is a run of (tag, value) pairs where the tag is ``field << 3 | type``
+and the value is a varint (type 0) or a length-prefixed byte string (type 2).
+Malformed input raises ProtocolError; unknown fields are skipped, as protobuf
+readers must.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from dscluster.errors import ProtocolError
+
+VARINT = 0
+FIXED64 = 1
+LENGTH_DELIMITED = 2
+FIXED32 = 5
+
+_MAX_VARINT_BYTES = 10
+
+
+def encode_varint(value: int) -> bytes:
+    if value < 0:
+        raise ValueError("varints here are unsigned")
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def decode_varint(data: bytes | memoryview, pos: int = 0) -> tuple[int, int]:
+    """The varint at data[pos:] and the position just after it."""
+    value = 0
+    for i in range(_MAX_VARINT_BYTES):
+        if pos + i >= len(data):
+            raise ProtocolError("truncated varint")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos + i + 1
+    raise ProtocolError("varint longer than 10 bytes")
+
+
+def varint_field(field: int, value: int) -> bytes:
+    return encode_varint(field << 3 | VARINT) + encode_varint(value)
+
+
+def bytes_field(field: int, value: bytes) -> bytes:
+    return encode_varint(field << 3 | LENGTH_DELIMITED) + encode_varint(len(value)) + value
+
+
+def iter_fields(data: bytes | memoryview) -> Iterator[tuple[int, int, int | bytes]]:
+    """Yield (field number, wire type, value) for every field of a message."""
+    view = memoryview(data)
+    pos = 0
+    while pos < len(view):
+        tag, pos = decode_varint(view, pos)
+        field, wire_type = tag >> 3, tag & 7
+        if field == 0:
+            raise ProtocolError("protobuf field number 0")
+        if wire_type == VARINT:
+            value, pos = decode_varint(view, pos)
+            yield field, wire_type, value
+        elif wire_type == LENGTH_DELIMITED:
+            length, pos = decode_varint(view, pos)
+            if pos + length > len(view):
+                raise ProtocolError("truncated protobuf field")
+            yield field, wire_type, bytes(view[pos : pos + length])
+            pos += length
+        elif wire_type in (FIXED64, FIXED32):  # unused by our schemas: skip
+            pos += 8 if wire_type == FIXED64 else 4
+            if pos > len(view):
+                raise ProtocolError("truncated protobuf field")
+        else:
+            raise ProtocolError(f"unsupported protobuf wire type {wire_type}")
+
+
+def expect_bytes(value: int | bytes, what: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise ProtocolError(f"{what}: expected bytes")
+    return value
+
+
+def expect_int(value: int | bytes, what: str) -> int:
+    if not isinstance(value, int):
+        raise ProtocolError(f"{what}: expected a varint")
+    return value
