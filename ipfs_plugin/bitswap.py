@@ -28,7 +28,7 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 from libp2p.network.stream.exceptions import StreamError
@@ -36,6 +36,7 @@ from libp2p.peer.id import ID as PeerID
 from multiformats import CID
 
 from dscluster.blocks import block_key
+from dscluster.datastore.base import Datastore
 from dscluster.errors import NotFoundError, ProtocolError, UnavailableError
 from ipfs_plugin import bitswap_message as bm
 from ipfs_plugin.dagpb import child_cids
@@ -47,16 +48,6 @@ logger = logging.getLogger(__name__)
 # message stays below bm.MAX_MESSAGE_SIZE even with a 2 MiB block in it.
 REPLY_TARGET_SIZE = 1024 * 1024
 FETCH_WINDOW = 64  # CIDs asked for per round trip while walking a DAG
-
-
-class Blockstore(Protocol):
-    """The part of the dscluster Datastore contract bitswap uses."""
-
-    async def has(self, key: str) -> bool: ...
-
-    async def get(self, key: str) -> bytes: ...
-
-    async def put(self, key: str, value: bytes) -> None: ...
 
 
 @dataclass
@@ -86,7 +77,7 @@ class FetchStats:
 
 class Bitswap:
     def __init__(
-        self, host: Any, blockstore: Blockstore, *, max_block_size: int = bm.MAX_BLOCK_SIZE
+        self, host: Any, blockstore: Datastore, *, max_block_size: int = bm.MAX_BLOCK_SIZE
     ) -> None:
         self._host = host
         self._store = blockstore

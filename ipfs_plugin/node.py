@@ -22,9 +22,10 @@ from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
 from dscluster.blocks import parse_cid
+from dscluster.datastore.base import Datastore
 from dscluster.errors import BadRequestError
 from dscluster.net.host import HostHandle, Identity, open_host
-from ipfs_plugin.bitswap import Bitswap, Blockstore, FetchStats
+from ipfs_plugin.bitswap import Bitswap, FetchStats
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class BitswapNode:
 
 @asynccontextmanager
 async def open_node(
-    datastore: Blockstore,
+    datastore: Datastore,
     identity: Identity | None = None,
     listen: Sequence[str] = DEFAULT_LISTEN,
 ) -> AsyncIterator[BitswapNode]:
@@ -73,7 +74,7 @@ async def open_node(
 
 
 async def serve(
-    datastore: Blockstore,
+    datastore: Datastore,
     identity: Identity | None = None,
     listen: Sequence[str] = DEFAULT_LISTEN,
     *,
@@ -91,7 +92,7 @@ async def serve(
 
 
 async def fetch_dag(
-    datastore: Blockstore,
+    datastore: Datastore,
     cid: str,
     peer_multiaddr: str,
     *,

@@ -17,31 +17,11 @@ import trio
 from multiformats import CID, multihash
 
 from dscluster.blocks import block_key
-from dscluster.errors import NotFoundError
 from ipfs_plugin import dagpb
 from ipfs_plugin import protobuf as pb
 
 KUBO_CHILD = Path(__file__).with_name("kubo_child.py")
 UNIXFS_FILE = 2
-
-
-class DictBlockstore:
-    """Until dscluster's MemoryDatastore lands: the three calls bitswap makes."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    async def has(self, key: str) -> bool:
-        return key in self.data
-
-    async def get(self, key: str) -> bytes:
-        try:
-            return self.data[key]
-        except KeyError:
-            raise NotFoundError(key) from None
-
-    async def put(self, key: str, value: bytes) -> None:
-        self.data[key] = bytes(value)
 
 
 # -- UnixFS files ------------------------------------------------------------

@@ -8,9 +8,11 @@ import pytest
 from multiformats import CID
 
 from dscluster.blocks import block_key
+from dscluster.datastore.flatfs import FlatfsDatastore
+from dscluster.datastore.memory import MemoryDatastore
 from dscluster.errors import NotFoundError
 from ipfs_plugin.node import open_node, serve
-from tests.ipfs.helpers import DictBlockstore, build_file, flatfs_blocks, kubo, read_file
+from tests.ipfs.helpers import build_file, flatfs_blocks, kubo, read_file
 
 MiB = 1024 * 1024
 
@@ -28,7 +30,7 @@ async def test_kubo_downloads_files_from_our_node(tmp_path, nursery):
         "big-raw": build_file(rng.randbytes(2 * MiB + 5), chunk=MiB, raw_leaves=True),
     }
     contents = {}
-    store = DictBlockstore()
+    store = FlatfsDatastore.create(tmp_path / "flatfs", sync=False)
     for name, dag in files.items():
         await store_dag(store, dag)
         contents[name] = await read_file(store, dag.root)
@@ -56,7 +58,7 @@ async def test_we_fetch_a_dag_kubo_added(tmp_path):
     big_content = rng.randbytes(MiB + MiB // 2)
     big = build_file(big_content, chunk=MiB, raw_leaves=True)
     plan = {"blocks": flatfs_blocks(big), "add": [str(tmp_path / "added.bin")], "wait_stdin": True}
-    store = DictBlockstore()
+    store = MemoryDatastore()
     async with kubo(plan, tmp_path, timeout=60) as child:
         kubo_addr = await child.multiaddr()
         added_cid = (await child.result())["cid"]

@@ -3,7 +3,8 @@
 import random
 
 from dscluster.blocks import block_key
-from tests.ipfs.helpers import DictBlockstore, build_file, read_file
+from dscluster.datastore.memory import MemoryDatastore
+from tests.ipfs.helpers import build_file, read_file
 
 
 def test_single_chunk_file_has_kubos_cid():
@@ -18,7 +19,7 @@ async def test_multi_chunk_file_reads_back():
     content = random.Random(1).randbytes(768_000)  # three chunks
     dag = build_file(content)
     assert len(dag.blocks) == 4
-    store = DictBlockstore()
+    store = MemoryDatastore()
     for cid, block in dag.blocks.items():
         await store.put(block_key(cid), block)
     assert await read_file(store, dag.root) == content
