@@ -63,14 +63,34 @@ async def open_node(
     listen: Sequence[str] = DEFAULT_LISTEN,
 ) -> AsyncIterator[BitswapNode]:
     """A listening host (Noise + yamux) with bitswap serving and fetching into the datastore."""
-    async with open_host(identity, listen) as handle:
-        bitswap = Bitswap(handle.host, datastore)
-        bitswap.start()  # before any peer connects, so identify lists the bitswap protocols
-        try:
-            yield BitswapNode(handle, bitswap)
-        finally:
-            with trio.CancelScope(shield=True):
-                await bitswap.aclose()
+    try:
+        async with open_host(identity, listen) as handle:
+            bitswap = Bitswap(handle.host, datastore)
+            bitswap.start()  # before any peer connects, so identify lists the bitswap protocols
+            try:
+                yield BitswapNode(handle, bitswap)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await bitswap.aclose()
+    except BaseExceptionGroup as group:
+        # py-libp2p runs the host in nurseries, which wrap whatever the body
+        # raised (a NotFoundError, say) in exception groups: give it back bare.
+        leaf = _sole_leaf(group)
+        if leaf is None or isinstance(leaf, trio.Cancelled):
+            raise
+        raise leaf  # noqa: B904 -- the group is kept as __context__
+
+
+def _sole_leaf(group: BaseExceptionGroup) -> BaseException | None:
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else None
 
 
 async def serve(

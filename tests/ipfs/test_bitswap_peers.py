@@ -61,6 +61,9 @@ async def test_missing_block_is_not_found():
             peer = await client.connect(server.multiaddrs[0])
             with pytest.raises(NotFoundError):
                 await client.bitswap.fetch_blocks(peer, [build_file(b"absent").root])
+            with pytest.raises(NotFoundError):  # bare, not inside an exception group
+                await fetch_dag(MemoryDatastore(), str(build_file(b"absent").root),
+                                server.multiaddrs[0])
 
 
 @pytest.mark.parametrize(
