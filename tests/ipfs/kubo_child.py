@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 RESULT = "RESULT "
 
@@ -71,7 +72,9 @@ def main() -> None:
     for addr in plan.get("connect", []):
         report(connected=addr, ok=bool(node.peers.connect(addr)))
     for cid, dest in plan.get("download", []):
-        report(downloaded=cid, ok=bool(node.files.download(cid, dest)))
+        start = time.perf_counter()
+        ok = bool(node.files.download(cid, dest))
+        report(downloaded=cid, ok=ok, seconds=time.perf_counter() - start)
     if plan.get("wait_stdin"):
         sys.stdin.read()
     report(done=True)
