@@ -32,6 +32,7 @@ import trio
 from multiformats import CID
 
 from dsclient.unixfs.blockstore import BlockStore, verify_block
+from dsclient.unixfs.errors import plain_errors
 from dsclient.unixfs.pb import DataType, PBLink, PBNode, UnixFSData, decode_data, decode_node
 from dscluster.blocks import parse_cid
 from dscluster.errors import BadRequestError, CorruptBlockError
@@ -130,9 +131,10 @@ async def _fetch_many(store: BlockStore, cids: list[CID]) -> list[Node]:
     async def one(i: int) -> None:
         nodes[i] = await fetch(store, cids[i])
 
-    async with trio.open_nursery() as nursery:
-        for i in range(len(cids)):
-            nursery.start_soon(one, i)
+    with plain_errors():
+        async with trio.open_nursery() as nursery:
+            for i in range(len(cids)):
+                nursery.start_soon(one, i)
     return [n for n in nodes if n is not None]
 
 

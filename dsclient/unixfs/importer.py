@@ -32,7 +32,6 @@ batch; the channel between them holds two batches, which bounds memory.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import stat as stat_mod
@@ -46,6 +45,8 @@ from multiformats import CID
 
 from dsclient.unixfs.blockstore import BlockStore
 from dsclient.unixfs.chunker import DEFAULT_CHUNKER, Rechunker, parse_chunker
+from dsclient.unixfs.cids import cid_to_bytes, sha256_cid
+from dsclient.unixfs.errors import plain_errors
 from dsclient.unixfs.pb import DataType, PBLink, PBNode, UnixFSData, encode_data, encode_node
 from dscluster.errors import BadRequestError, NotFoundError
 
@@ -95,19 +96,13 @@ class Child:
 Block = tuple[CID, bytes]
 
 
-def _sha256_multihash(data: bytes) -> bytes:
-    return b"\x12\x20" + hashlib.sha256(data).digest()
-
-
 def dag_pb_cid(block: bytes, cid_version: int) -> CID:
-    if cid_version == 0:
-        return CID("base58btc", 0, "dag-pb", _sha256_multihash(block))
-    return CID("base32", 1, "dag-pb", _sha256_multihash(block))
+    return sha256_cid(block, cid_version, "dag-pb")
 
 
 def raw_cid(block: bytes) -> CID:
     # Raw blocks have no CIDv0 form: Kubo makes raw leaves CIDv1 even with --cid-version 0.
-    return CID("base32", 1, "raw", _sha256_multihash(block))
+    return sha256_cid(block, 1, "raw")
 
 
 def make_leaf(chunk: bytes, opts: ImportOptions) -> tuple[Child, bytes]:
@@ -141,8 +136,12 @@ class BalancedLayout:
         levels = self._levels
         if not levels[0]:
             raise ValueError("finish() of a layout without leaves")
-        for depth in range(len(levels) - 1):
-            levels[depth + 1].append(self._seal(levels[depth], out))
+        depth = 0
+        while depth < len(levels) - 1:  # sealing may open a new top level
+            parent = self._seal(levels[depth], out)
+            levels[depth] = []
+            self._push(depth + 1, parent, out)
+            depth += 1
         top = levels[-1]
         root = top[0] if len(top) == 1 else self._seal(top, out)
         self._levels = [[]]
@@ -172,7 +171,7 @@ class BalancedLayout:
 def directory_block(entries: dict[str, Child], opts: ImportOptions) -> tuple[Child, bytes]:
     """A basic UnixFS directory; links sorted by name bytes, as dag-pb requires."""
     names = sorted(entries, key=lambda name: name.encode("utf-8"))
-    estimated = sum(len(n.encode("utf-8")) + len(bytes(entries[n].cid)) for n in names)
+    estimated = sum(len(n.encode("utf-8")) + len(cid_to_bytes(entries[n].cid)) for n in names)
     if estimated >= HAMT_SHARDING_SIZE:
         raise BadRequestError(
             f"directory of {len(names)} entries needs HAMT sharding (estimated size "
@@ -353,10 +352,11 @@ async def run_import(
 ) -> Child:
     """Run ``body`` with an Importer whose blocks are stored concurrently; wait for the last put."""
     send, recv = trio.open_memory_channel[list[Block]](2)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_store_blocks, store, recv)
-        async with send:
-            root = await body(Importer(store, opts, send, progress))
+    with plain_errors():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_store_blocks, store, recv)
+            async with send:
+                root = await body(Importer(store, opts, send, progress))
     logger.debug("imported %s (%d bytes)", root.cid, root.filesize)
     return root
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from multiformats import CID
 
+from dsclient.unixfs.cids import cid_from_bytes, cid_to_bytes
+
 _VARINT = 0
 _I64 = 1
 _LEN = 2
@@ -89,7 +91,7 @@ def encode_node(node: PBNode) -> bytes:
     parts = []
     for link in node.links:
         body = (
-            _bytes_field(1, bytes(link.cid))
+            _bytes_field(1, cid_to_bytes(link.cid))
             + _bytes_field(2, link.name.encode("utf-8"))
             + _field(3, _VARINT)
             + varint(link.tsize)
@@ -183,7 +185,7 @@ def _decode_link(buf: bytes) -> PBLink:
             _expect(wire_type, _LEN, "PBLink.Hash")
             assert isinstance(value, bytes)
             try:
-                cid = CID.decode(value)
+                cid = cid_from_bytes(value)
             except Exception as exc:  # multiformats raises several unrelated types
                 raise ValueError(f"link with invalid CID: {exc}") from exc
         elif number == 2:

