@@ -22,37 +22,40 @@ __all__ = ["MemoryDatastore"]
 class MemoryDatastore(Datastore):
     def __init__(self) -> None:
         super().__init__()
-        self._data: dict[Key, bytes] = {}
+        # Entries are stored ready-made (size -1, as most queries answer) so a
+        # query does not build one object per key.
+        self._data: dict[str, Entry] = {}
 
     async def _get(self, key: Key) -> bytes:
         try:
-            return self._data[key]
+            return self._data[str(key)].value  # type: ignore[return-value]
         except KeyError:
             raise NotFoundError(str(key)) from None
 
     async def _has(self, key: Key) -> bool:
-        return key in self._data
+        return str(key) in self._data
 
     async def _put(self, key: Key, value: bytes) -> None:
-        self._data[key] = value
+        s = str(key)
+        self._data[s] = Entry(s, value)
 
     async def _delete(self, key: Key) -> None:
-        self._data.pop(key, None)
+        self._data.pop(str(key), None)
 
     async def _commit_batch(self, ops: Sequence[BatchOp]) -> None:
         for op in ops:
+            s = str(op.key)
             if op.value is None:
-                self._data.pop(op.key, None)
+                self._data.pop(s, None)
             else:
-                self._data[op.key] = op.value
+                self._data[s] = Entry(s, op.value)
 
     async def _query(self, q: Query) -> Results:
         prefix = normalized_prefix(q.prefix)
-        snapshot = [
-            Entry(s, v, len(v))
-            for k, v in self._data.items()
-            if (s := str(k)).startswith(prefix)
-        ]
+        if prefix:
+            snapshot = [e for s, e in self._data.items() if s.startswith(prefix)]
+        else:
+            snapshot = list(self._data.values())
         return Results.from_iterable(naive_query(q, snapshot))
 
     async def _close(self) -> None:

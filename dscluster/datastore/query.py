@@ -54,6 +54,7 @@ __all__ = [
     "naive_query",
     "naive_results",
     "normalized_prefix",
+    "sort_entries",
 ]
 
 _OPS: dict[str, Callable[[int, int], bool]] = {
@@ -175,6 +176,32 @@ class OrderByValueDescending:
 _VALUE_ORDERS = (OrderByValue, OrderByValueDescending)
 
 
+def sort_entries(orders: tuple[Order, ...], entries: Iterable[Entry]) -> list[Entry]:
+    """Entries sorted by ``orders``, ties broken by ascending key (go's query.Less)."""
+    out = sorted(entries, key=_by_key)
+    if not all(isinstance(o, _KNOWN_ORDERS) for o in orders):
+        out.sort(key=functools.cmp_to_key(functools.partial(compare_entries, orders)))
+        return out
+    # Python's sort is stable (also with reverse=True): sorting by the least
+    # significant order first gives the multi-order result, far faster than a
+    # comparison function.
+    for o in reversed(orders):
+        by = _by_key if isinstance(o, OrderByKey | OrderByKeyDescending) else _by_value
+        out.sort(key=by, reverse=isinstance(o, OrderByKeyDescending | OrderByValueDescending))
+    return out
+
+
+def _by_key(e: Entry) -> str:
+    return e.key
+
+
+def _by_value(e: Entry) -> bytes:
+    return e.value or b""
+
+
+_KNOWN_ORDERS = (OrderByKey, OrderByKeyDescending, OrderByValue, OrderByValueDescending)
+
+
 def compare_entries(orders: Iterable[Order], a: Entry, b: Entry) -> int:
     """go-datastore's query.Less as a three-way compare: orders in turn, then the key."""
     for order in orders:
@@ -254,7 +281,7 @@ def naive_query(q: Query, entries: Iterable[Entry]) -> Iterator[Entry]:
     for f in q.filters:
         it = filter(f.matches, it)
     if q.orders:
-        it = sorted(it, key=functools.cmp_to_key(functools.partial(compare_entries, q.orders)))
+        it = sort_entries(q.orders, it)
     it = iter(it)
     for _ in range(q.offset):
         if next(it, None) is None:
@@ -350,7 +377,13 @@ class Results:
         return self
 
     async def __anext__(self) -> Entry:
-        async with self._lock:
+        # Uncontended (the usual case) the lock is taken without a checkpoint:
+        # a trio checkpoint per entry would cost a scheduler round each.
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+        try:
             if self._closed:
                 raise StopAsyncIteration
             try:
@@ -358,6 +391,8 @@ class Results:
             except StopAsyncIteration:
                 await self._close_locked()
                 raise
+        finally:
+            self._lock.release()
 
     async def rest(self) -> list[Entry]:
         """All remaining entries; closes the results."""
@@ -411,8 +446,7 @@ def naive_results(q: Query, results: Results) -> Results:
     async def source() -> AsyncIterator[Entry]:
         skipped = sent = 0
         if q.orders:
-            collected = [e async for e in results if matches(e)]
-            collected.sort(key=functools.cmp_to_key(functools.partial(compare_entries, q.orders)))
+            collected = sort_entries(q.orders, [e async for e in results if matches(e)])
             for e in collected[q.offset : q.offset + q.limit if q.limit else None]:
                 yield _shape(q, e)
             return
