@@ -24,6 +24,7 @@ being served.
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -37,7 +38,7 @@ from multiformats import CID
 
 from dscluster.blocks import block_key
 from dscluster.datastore.base import Datastore
-from dscluster.errors import NotFoundError, ProtocolError, UnavailableError
+from dscluster.errors import DSClusterError, NotFoundError, ProtocolError, UnavailableError
 from ipfs_plugin import bitswap_message as bm
 from ipfs_plugin.dagpb import child_cids
 from ipfs_plugin.framing import FrameReader, frame
@@ -66,6 +67,13 @@ class _Outbox:
     lock: trio.Lock = field(default_factory=trio.Lock)
     stream: Any = None
     protocol: str = bm.PROTOCOL_1_2_0
+
+
+class _Unavailable(enum.Enum):
+    TOKEN = enum.auto()
+
+
+UNAVAILABLE = _Unavailable.TOKEN  # the datastore failed: neither the block nor DONT_HAVE
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,8 @@ class Bitswap:
                 await _reset_quietly(stream)
         except StreamError as exc:
             logger.debug("bitswap: stream from %s ended: %r", peer, exc)
+        except DSClusterError as exc:  # our reply could not go out, or the datastore failed
+            logger.warning("bitswap: stopped serving a stream from %s: %s", peer, exc)
         finally:
             with trio.move_on_after(1):
                 await _close_quietly(stream)
@@ -145,6 +155,8 @@ class Bitswap:
             if entry.cancel:
                 continue  # answered when it arrived; nothing is queued
             data = await self._lookup(entry.cid)
+            if data is UNAVAILABLE:
+                continue
             if data is None:
                 if entry.send_dont_have:
                     presences.append(bm.Presence(entry.cid, bm.PresenceType.DONT_HAVE))
@@ -155,11 +167,14 @@ class Bitswap:
         for message in _pack_replies(blocks, presences):
             await self._send(peer, message)
 
-    async def _lookup(self, cid: CID) -> bytes | None:
+    async def _lookup(self, cid: CID) -> bytes | None | _Unavailable:
         try:
             data = await self._store.get(block_key(cid))
         except NotFoundError:
             return None
+        except DSClusterError as exc:  # not "don't have": say nothing, the peer asks again
+            logger.warning("bitswap: cannot read %s: %s", cid, exc)
+            return UNAVAILABLE
         if len(data) > self._max_block_size:
             logger.warning("bitswap: not serving %s: %d bytes is over the limit", cid, len(data))
             return None

@@ -106,7 +106,7 @@ def cid_from_prefix(prefix: bytes, data: bytes) -> CID:
     if version == 0 and (codec, hash_code, length) != (0x70, 0x12, 32):
         raise ProtocolError(f"CIDv0 prefix must be dag-pb sha2-256/32, got {prefix.hex()}")
     try:
-        digest = multihash.get(hash_code).digest(data, size=length)
+        digest = multihash.get(code=hash_code).digest(data, size=length)
         return CID("base58btc" if version == 0 else "base32", version, codec, digest)
     except (KeyError, ValueError) as exc:  # unknown codec or hash function
         raise ProtocolError(f"unsupported CID prefix {prefix.hex()}: {exc}") from exc

@@ -20,6 +20,7 @@ import multiaddr
 import trio
 from libp2p.peer.id import ID as PeerID
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from trio import TaskStatus  # type: ignore[attr-defined]  # exported at runtime
 
 from dscluster.blocks import parse_cid
 from dscluster.datastore.base import Datastore
@@ -98,7 +99,7 @@ async def serve(
     identity: Identity | None = None,
     listen: Sequence[str] = DEFAULT_LISTEN,
     *,
-    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    task_status: TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the datastore's blocks over bitswap until cancelled.
 

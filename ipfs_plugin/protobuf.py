@@ -32,7 +32,7 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def decode_varint(data: bytes | memoryview, pos: int = 0) -> tuple[int, int]:
+def decode_varint(data: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int]:
     """The varint at data[pos:] and the position just after it."""
     value = 0
     for i in range(_MAX_VARINT_BYTES):
