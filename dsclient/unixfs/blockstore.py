@@ -52,7 +52,7 @@ class _Datastore(Protocol):
 
     async def has(self, key: str) -> bool: ...
 
-    def batch(self) -> _Batch: ...
+    async def batch(self) -> _Batch: ...
 
 
 def verify_block(cid: CID, data: bytes) -> None:
@@ -92,7 +92,7 @@ class DatastoreBlockStore:
         self._ds = ds
 
     async def put_many(self, blocks: list[tuple[CID, bytes]]) -> None:
-        batch = self._ds.batch()
+        batch = await self._ds.batch()
         for cid, data in blocks:
             batch.put(block_key(cid), data)
         await batch.commit()

@@ -348,7 +348,7 @@ class DictDatastore:
     async def has(self, key: str) -> bool:
         return key in self.data
 
-    def batch(self) -> DictBatch:
+    async def batch(self) -> DictBatch:
         return DictBatch(self)
 
 
