@@ -26,6 +26,7 @@ from dscluster.errors import (
     DatastoreClosedError,
     NotFoundError,
 )
+from dscluster.testing.conformance import DatastoreSuite, OpenWith
 
 # -- shard functions: go-ds-flatfs's definitions and its README's example ------
 
@@ -293,3 +294,25 @@ async def test_early_close_of_query_releases_the_walk(tmp_path):
         await results.aclose()
         assert results.closed
         await ds.close()  # does not wait on the abandoned walk
+
+
+class TestFlatfsConformance(DatastoreSuite):
+    """The shared suite on unsynced flatfs, over a 2,000-key query matrix (each query
+    walks and reads every file)."""
+
+    hierarchical_keys = False
+    matrix_size = 2_000
+    sync = False
+
+    @pytest.fixture
+    def ds_factory(self, tmp_path):
+        return OpenWith(lambda: FlatfsDatastore(tmp_path / "fs", sync=self.sync), durable=True)
+
+
+@pytest.mark.slow
+class TestFlatfsSyncConformance(TestFlatfsConformance):
+    """The full suite with fsync on every write and the full 10,000-key matrix."""
+
+    matrix_size = 10_000
+    deadline = 300.0
+    sync = True

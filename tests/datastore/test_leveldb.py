@@ -23,6 +23,7 @@ from dscluster.errors import (
     NotFoundError,
     UnavailableError,
 )
+from dscluster.testing.conformance import DatastoreSuite, OpenWith
 
 
 async def test_keys_are_stored_as_their_string_bytes(tmp_path):
@@ -180,3 +181,16 @@ async def test_early_closed_query_releases_its_iterator(tmp_path):
     reopened = LevelDatastore(tmp_path / "db")  # the LOCK was released
     assert await reopened.has("/q/01999")
     await reopened.close()
+
+
+class TestLevelConformance(DatastoreSuite):
+    sync = False
+
+    @pytest.fixture
+    def ds_factory(self, tmp_path):
+        return OpenWith(lambda: LevelDatastore(tmp_path / "db", sync=self.sync), durable=True)
+
+
+@pytest.mark.slow
+class TestLevelSyncConformance(TestLevelConformance):
+    sync = True

@@ -18,6 +18,7 @@ from dscluster.errors import (
     NotFoundError,
     UnavailableError,
 )
+from dscluster.testing.conformance import DatastoreSuite, OpenWith
 
 DB = "dscluster_test"
 
@@ -156,3 +157,21 @@ async def test_unreachable_server_is_unavailable():
 def test_bad_uri_is_a_bad_request():
     with pytest.raises(BadRequestError, match="bad MongoDB URI"):
         MongoDatastore("http://not-mongo", DB, "c")
+
+
+class TestMongoConformance(DatastoreSuite):
+    """The shared suite over a 1,000-key query matrix: each query is a server round
+    trip over the whole collection, slow on SecantusDB."""
+
+    matrix_size = 1_000
+
+    @pytest.fixture
+    def ds_factory(self, mongodb_uri):
+        collection = f"c{uuid.uuid4().hex}"  # the same one on reopen: durable
+        return OpenWith(lambda: MongoDatastore(mongodb_uri, DB, collection), durable=True)
+
+
+@pytest.mark.slow
+class TestMongoFullConformance(TestMongoConformance):
+    matrix_size = 10_000
+    deadline = 600.0
