@@ -53,27 +53,27 @@ def plan(table: SlotTable, members: Sequence[str] | Mapping[str, float]) -> list
     weights = dict(members) if isinstance(members, Mapping) else {m: 1.0 for m in members}
     if not table.is_complete():
         raise BadRequestError("the slot table is not complete yet")
-    owned: dict[str, list[int]] = {}
-    for slot in range(SLOT_COUNT):
-        owned.setdefault(table.owner(slot) or "", []).append(slot)
+    owned: dict[str, SlotSet] = {}
+    for start, end, _, owner in table.runs():
+        owned[owner] = owned.get(owner, SlotSet()) | SlotSet(((start, end),))
     target = quotas(weights, {n: len(s) for n, s in owned.items()})
-    surplus: list[tuple[str, list[int]]] = []
+    pool: list[tuple[str, SlotSet]] = []  # donors' surplus, in donor order
     for node in sorted(owned):
         extra = len(owned[node]) - target.get(node, 0)
         if extra > 0:
-            surplus.append((node, owned[node][-extra:]))  # the tail of its highest ranges
-    deficits = [(n, target[n] - len(owned.get(n, []))) for n in sorted(target)
-                if target[n] > len(owned.get(n, []))]
+            pool.append((node, owned[node].tail(extra)[1]))  # the tail of its highest ranges
     moves: list[Move] = []
-    pool = [(donor, slot) for donor, slots in surplus for slot in slots]
-    i = 0
-    for receiver, need in deficits:
-        batch = pool[i:i + need]
-        i += need
-        by_donor: dict[str, list[int]] = {}
-        for donor, slot in batch:
-            by_donor.setdefault(donor, []).append(slot)
-        moves.extend(Move(SlotSet.from_slots(s), d, receiver) for d, s in by_donor.items())
+    for receiver in sorted(target):
+        need = target[receiver] - len(owned.get(receiver, SlotSet()))
+        while need > 0:
+            donor, slots = pool[0]
+            give, rest = slots.head(need)
+            moves.append(Move(give, donor, receiver))
+            need -= len(give)
+            if len(rest):
+                pool[0] = (donor, rest)
+            else:
+                pool.pop(0)
     return moves
 
 

@@ -16,6 +16,7 @@ serialized.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ def crc16(data: bytes) -> int:
     return crc ^ 0xFFFF
 
 
+@functools.lru_cache(maxsize=4096)  # hot keys are routed again and again
 def key_slot(key: str | bytes) -> int:
     """The hash slot of a datastore key (str keys are hashed as UTF-8)."""
     data = key.encode("utf-8") if isinstance(key, str) else key
@@ -101,7 +103,13 @@ def normalize_ranges(ranges: Iterable[Range]) -> tuple[Range, ...]:
 
 def ranges_of(slots: Iterable[int]) -> tuple[Range, ...]:
     """Inclusive ranges covering exactly the given slots."""
-    return normalize_ranges((s, s) for s in slots)
+    ranges: list[Range] = []
+    for slot in sorted(set(slots)):
+        if ranges and slot == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], slot)
+        else:
+            ranges.append((slot, slot))
+    return normalize_ranges(ranges)
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,28 @@ class SlotSet:
     def __sub__(self, other: SlotSet) -> SlotSet:
         remove = set(other)
         return SlotSet.from_slots(s for s in self if s not in remove)
+
+    def tail(self, count: int) -> tuple[SlotSet, SlotSet]:
+        """(the rest, the highest `count` slots)."""
+        keep: list[Range] = []
+        take: list[Range] = []
+        for start, end in reversed(self.ranges):
+            size = end - start + 1
+            if count >= size:
+                take.append((start, end))
+                count -= size
+            elif count > 0:
+                take.append((end - count + 1, end))
+                keep.append((start, end - count))
+                count = 0
+            else:
+                keep.append((start, end))
+        return SlotSet.of(keep), SlotSet.of(take)
+
+    def head(self, count: int) -> tuple[SlotSet, SlotSet]:
+        """(the lowest `count` slots, the rest)."""
+        rest, top = self.tail(max(0, len(self) - count))
+        return rest, top
 
     def __str__(self) -> str:
         return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in self.ranges)

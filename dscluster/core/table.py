@@ -41,8 +41,10 @@ object, "epoch" defaults to 0, "swarm" may be one string, "role" defaults to
 
 from __future__ import annotations
 
+import bisect
 import enum
 import hashlib
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,6 +132,9 @@ class SlotTable:
         self._claims: list[Claim] = list(claims)
         self.nodes: dict[str, NodeInfo] = {n.id: n for n in nodes}
         self._bucket_cache: list[bytes | None] = [None] * BUCKET_COUNT
+        self._runs_cache: list[Run] | None = None
+        self._max_epoch: int | None = None
+        self._digest: TableDigest | None = None
 
     # -- construction ---------------------------------------------------------
 
@@ -152,6 +157,8 @@ class SlotTable:
     def copy(self) -> SlotTable:
         other = SlotTable(self._claims, self.nodes.values())
         other._bucket_cache = list(self._bucket_cache)
+        other._runs_cache = self._runs_cache
+        other._max_epoch = self._max_epoch
         return other
 
     # -- queries ----------------------------------------------------------------
@@ -163,11 +170,18 @@ class SlotTable:
         owner = self._claims[slot][1]
         return owner or None
 
+    def dominates(self, other: SlotTable) -> bool:
+        """True if no claim here is lower than the other table's claim for that slot."""
+        return all(min(self._claims[start:end + 1]) >= (epoch, owner)
+                   for start, end, epoch, owner in other._all_runs())
+
     def max_epoch(self) -> int:
-        return max(epoch for epoch, _ in self._claims)
+        if self._max_epoch is None:
+            self._max_epoch = max(epoch for _, _, epoch, _ in self._all_runs())
+        return self._max_epoch
 
     def slots_of(self, peer: str) -> SlotSet:
-        return SlotSet.from_slots(s for s, (_, o) in enumerate(self._claims) if o == peer)
+        return SlotSet.of((start, end) for start, end, _, owner in self.runs() if owner == peer)
 
     def slot_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -176,7 +190,7 @@ class SlotTable:
         return counts
 
     def is_complete(self) -> bool:
-        return all(owner for _, owner in self._claims)
+        return all(owner for _, _, _, owner in self._all_runs())
 
     def data_nodes(self) -> list[str]:
         return sorted(n.id for n in self.nodes.values() if n.role is NodeRole.DATA)
@@ -193,23 +207,39 @@ class SlotTable:
 
     def runs(self, buckets: Iterable[int] | None = None) -> list[Run]:
         """Consecutive equal claims as (start, end, epoch, owner), optionally of some buckets."""
-        spans = ([(b * BUCKET_SIZE, (b + 1) * BUCKET_SIZE - 1) for b in sorted(set(buckets))]
-                 if buckets is not None else [(0, SLOT_COUNT - 1)])
+        all_runs = self._all_runs()
+        if buckets is None:
+            return list(all_runs)
+        starts = [r[0] for r in all_runs]
         out: list[Run] = []
-        for lo, hi in spans:
-            start = lo
-            for slot in range(lo + 1, hi + 2):
-                if slot > hi or self._claims[slot] != self._claims[start]:
-                    epoch, owner = self._claims[start]
-                    out.append((start, slot - 1, epoch, owner))
-                    start = slot
+        for b in sorted(set(buckets)):
+            lo, hi = b * BUCKET_SIZE, (b + 1) * BUCKET_SIZE - 1
+            i = bisect.bisect_right(starts, lo) - 1
+            while i < len(starts) and starts[i] <= hi:
+                start, end, epoch, owner = all_runs[i]
+                out.append((max(start, lo), min(end, hi), epoch, owner))
+                i += 1
         return out
+
+    def _all_runs(self) -> list[Run]:
+        if self._runs_cache is None:
+            runs: list[Run] = []
+            start = 0
+            for claim, group in itertools.groupby(self._claims):
+                size = sum(1 for _ in group)
+                runs.append((start, start + size - 1, claim[0], claim[1]))
+                start += size
+            self._runs_cache = runs
+        return self._runs_cache
 
     # -- mutation -----------------------------------------------------------------
 
     def _set(self, slot: int, claim: Claim) -> None:
         self._claims[slot] = claim
         self._bucket_cache[slot // BUCKET_SIZE] = None
+        self._digest = None
+        self._runs_cache = None
+        self._max_epoch = None
 
     def assign(self, slots: SlotSet, claim: Claim) -> None:
         """Take a claim authoritatively (the migration flip); caller chose a fresh epoch."""
@@ -221,6 +251,8 @@ class SlotTable:
         result = MergeResult()
         for start, end, epoch, owner in runs:
             theirs = (epoch, owner)
+            if min(self._claims[start:end + 1]) >= theirs:
+                continue  # the common case: we already know this or better
             for slot in range(start, end + 1):
                 ours = self._claims[slot]
                 if theirs > ours:
@@ -236,6 +268,7 @@ class SlotTable:
             ours = self.nodes.get(node.id)
             if ours is None or node.order_key() > ours.order_key():
                 self.nodes[node.id] = node
+                self._digest = None
                 changed = True
         return changed
 
@@ -249,8 +282,7 @@ class SlotTable:
     def _bucket_hash(self, bucket: int) -> bytes:
         cached = self._bucket_cache[bucket]
         if cached is None:
-            lo = bucket * BUCKET_SIZE
-            text = ";".join(f"{e},{o}" for e, o in self._claims[lo:lo + BUCKET_SIZE])
+            text = ";".join(f"{a},{b},{e},{o}" for a, b, e, o in self.runs([bucket]))
             cached = self._bucket_cache[bucket] = _hash(text.encode())
         return cached
 
@@ -258,8 +290,10 @@ class SlotTable:
         return _hash(cbor2.dumps([self.nodes[n].to_obj() for n in sorted(self.nodes)]))
 
     def digest(self) -> TableDigest:
-        return TableDigest(tuple(self._bucket_hash(b) for b in range(BUCKET_COUNT)),
-                           self.members_hash())
+        if self._digest is None:
+            self._digest = TableDigest(tuple(self._bucket_hash(b) for b in range(BUCKET_COUNT)),
+                                       self.members_hash())
+        return self._digest
 
     def differing_buckets(self, digest: TableDigest) -> list[int]:
         return [b for b in range(BUCKET_COUNT) if self._bucket_hash(b) != digest.buckets[b]]

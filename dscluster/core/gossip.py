@@ -1,0 +1,110 @@
+"""Gossip timing and failure detection.
+
+Theory of operation
+-------------------
+Every `heartbeat_ticks` a node pings every other data node (and, until it
+knows the table, its seeds). A Ping carries the table digest (a hash per
+bucket of 256 slots and one for the membership); when digests agree that is
+all that travels. The receiver answers with a Pong carrying its own digest
+plus its claims in the buckets that differed; the pinger merges them and
+pushes back (TableDelta) whatever it still holds newer. One round trip
+converges two nodes, since merge is a per-slot max (table.py).
+
+Failure detection follows Redis. Any message from a peer counts as a
+heartbeat. A peer not heard from for more than `pfail_ticks` is PFAIL
+(suspected) by this node; each Ping/Pong carries the sender's PFAIL list. A
+node turns a suspect to FAIL when a majority of the data nodes (itself
+included) reported it PFAIL within `fail_window_ticks`; FAIL then spreads in
+the `failed` list of pings. The peer is UP again as soon as it is heard from.
+A FAIL report about a peer we heard from recently is ignored, so stale gossip
+cannot knock down a node we can see.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GossipConfig:
+    heartbeat_ticks: int = 1
+    pfail_ticks: int = 5
+    fail_window_ticks: int = 10
+    retry_ticks: int = 3  # migration messages are retransmitted this often
+    batch_keys: int = 64  # keys per MoveKeys batch
+
+
+class Liveness(enum.Enum):
+    UP = "up"
+    PFAIL = "pfail"
+    FAIL = "fail"
+
+
+class FailureDetector:
+    def __init__(self, me: str, config: GossipConfig) -> None:
+        self._me = me
+        self._cfg = config
+        self._now = 0
+        self._last_heard: dict[str, int] = {}
+        self._reports: dict[str, dict[str, int]] = {}  # suspect -> reporter -> tick
+        self._failed: set[str] = set()
+
+    def tick(self) -> None:
+        self._now += 1
+
+    def watch(self, peers: list[str]) -> None:
+        """Start (or stop) the clocks of the peers we expect heartbeats from."""
+        wanted = set(peers) - {self._me}
+        for peer in wanted - self._last_heard.keys():
+            self._last_heard[peer] = self._now
+        for peer in self._last_heard.keys() - wanted:
+            del self._last_heard[peer]
+            self._reports.pop(peer, None)
+            self._failed.discard(peer)
+
+    def heard_from(self, peer: str) -> None:
+        if peer in self._last_heard:
+            self._last_heard[peer] = self._now
+            self._failed.discard(peer)
+            self._reports.pop(peer, None)
+
+    def _recently_heard(self, peer: str) -> bool:
+        return self._now - self._last_heard.get(peer, -(10**9)) <= self._cfg.pfail_ticks
+
+    def suspects(self) -> tuple[str, ...]:
+        return tuple(sorted(p for p in self._last_heard if not self._recently_heard(p)))
+
+    def failed(self) -> tuple[str, ...]:
+        return tuple(sorted(self._failed))
+
+    def on_report(self, reporter: str, suspects: tuple[str, ...], failed: tuple[str, ...]) -> None:
+        for peer in suspects:
+            if peer in self._last_heard:
+                self._reports.setdefault(peer, {})[reporter] = self._now
+        for peer in failed:
+            if peer in self._last_heard and not self._recently_heard(peer):
+                self._failed.add(peer)
+
+    def evaluate(self, voters: list[str]) -> list[str]:
+        """Promote PFAIL to FAIL where a majority of `voters` agrees; returns new FAILs."""
+        quorum = len(voters) // 2 + 1
+        newly = []
+        for peer in self.suspects():
+            if peer in self._failed:
+                continue
+            fresh = {r for r, t in self._reports.get(peer, {}).items()
+                     if self._now - t <= self._cfg.fail_window_ticks and r in voters}
+            if self._me in voters:
+                fresh.add(self._me)
+            if len(fresh) >= quorum:
+                self._failed.add(peer)
+                newly.append(peer)
+        return newly
+
+    def liveness(self, peer: str) -> Liveness:
+        if peer in self._failed:
+            return Liveness.FAIL
+        if peer in self._last_heard and not self._recently_heard(peer):
+            return Liveness.PFAIL
+        return Liveness.UP

@@ -1,0 +1,180 @@
+"""Messages between cluster cores, as frozen dataclasses with a CBOR codec.
+
+Theory of operation
+-------------------
+Every message is a frozen dataclass whose fields are ints, strings, bytes,
+tuples of those, slot-table runs or NodeInfo entries. `encode` writes a CBOR
+map ``{"t": <type tag>, <field>: <value>, ...}``; `decode` checks the tag and
+every field against the dataclass's type hints and raises ProtocolError (never
+anything else) on garbage, so the daemon can hand received bytes straight to
+`decode` and drop a peer that sends rubbish.
+
+Gossip: Ping carries a digest (one hash per slot bucket plus one for the
+membership), the sender's suspicions (PFAIL) and the nodes it believes FAIL;
+Pong answers with the same plus the runs and nodes of the buckets that differed;
+TableDelta pushes runs and nodes. Migration: MigrateBegin / MigrateBeginAck /
+MigrateAbort / Handoff / HandoffAck, all carrying the migration id chosen by
+the source so stale retransmissions are recognised.
+"""
+
+from __future__ import annotations
+
+import functools
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import cbor2
+
+from dscluster.core.table import NodeInfo, Run, decode_runs
+from dscluster.errors import ProtocolError
+
+
+@dataclass(frozen=True)
+class Ping:
+    TAG: ClassVar[str] = "ping"
+    buckets: tuple[bytes, ...]
+    members: bytes
+    epoch: int  # the sender's current epoch
+    suspects: tuple[str, ...] = ()  # peers the sender holds PFAIL
+    failed: tuple[str, ...] = ()  # peers the sender holds FAIL
+
+
+@dataclass(frozen=True)
+class Pong:
+    TAG: ClassVar[str] = "pong"
+    buckets: tuple[bytes, ...]
+    members: bytes
+    epoch: int
+    suspects: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    runs: tuple[Run, ...] = ()  # our claims in the buckets that differed from the Ping
+    nodes: tuple[NodeInfo, ...] = ()  # our membership, when it differed
+
+
+@dataclass(frozen=True)
+class TableDelta:
+    TAG: ClassVar[str] = "delta"
+    runs: tuple[Run, ...] = ()
+    nodes: tuple[NodeInfo, ...] = ()
+
+
+@dataclass(frozen=True)
+class MigrateBegin:
+    """Source -> target: become IMPORTING these slots from me."""
+
+    TAG: ClassVar[str] = "mig-begin"
+    mid: int
+    ranges: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class MigrateBeginAck:
+    """Target -> source: IMPORTING is persisted (re-sent as a probe while importing)."""
+
+    TAG: ClassVar[str] = "mig-begin-ack"
+    mid: int
+
+
+@dataclass(frozen=True)
+class MigrateAbort:
+    """Source -> target: forget this import (only sent before any key could move)."""
+
+    TAG: ClassVar[str] = "mig-abort"
+    mid: int
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """Source -> target: I hold no key of these slots any more; take ownership."""
+
+    TAG: ClassVar[str] = "handoff"
+    mid: int
+    epoch: int  # the source's current epoch, so the target's new epoch exceeds it
+
+
+@dataclass(frozen=True)
+class HandoffAck:
+    """Target -> source: I own the slots now, with this epoch."""
+
+    TAG: ClassVar[str] = "handoff-ack"
+    mid: int
+    ranges: tuple[tuple[int, int], ...]
+    epoch: int
+
+
+Message = Ping | Pong | TableDelta | MigrateBegin | MigrateBeginAck | MigrateAbort | Handoff | HandoffAck
+MESSAGE_TYPES: dict[str, type] = {
+    cls.TAG: cls
+    for cls in (Ping, Pong, TableDelta, MigrateBegin, MigrateBeginAck, MigrateAbort, Handoff,
+                HandoffAck)
+}
+
+
+def _to_wire(value: Any) -> Any:
+    if isinstance(value, NodeInfo):
+        return value.to_obj()
+    if isinstance(value, tuple):
+        return [_to_wire(v) for v in value]
+    return value
+
+
+def encode(msg: Message) -> bytes:
+    obj = {"t": msg.TAG}
+    for f in fields(msg):
+        obj[f.name] = _to_wire(getattr(msg, f.name))
+    return cbor2.dumps(obj)
+
+
+def _from_wire(value: Any, hint: Any, name: str) -> Any:
+    if hint is int:
+        if type(value) is not int:
+            raise ProtocolError(f"field {name!r} must be an integer")
+        return value
+    if hint in (str, bytes):
+        if not isinstance(value, hint):
+            raise ProtocolError(f"field {name!r} must be {hint.__name__}")
+        return value
+    if hint is NodeInfo:
+        return NodeInfo.from_obj(value)
+    if hint == tuple[Run, ...]:
+        return tuple(decode_runs(value))
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ProtocolError(f"field {name!r} must be a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            if args[0] in (str, bytes) and all(isinstance(v, args[0]) for v in value):
+                return tuple(value)  # the common flat case, without a call per item
+            return tuple(_from_wire(v, args[0], name) for v in value)
+        if len(value) != len(args):
+            raise ProtocolError(f"field {name!r} must have {len(args)} items")
+        return tuple(_from_wire(v, a, name) for v, a in zip(value, args, strict=True))
+    raise ProtocolError(f"field {name!r} has an unsupported type")  # pragma: no cover
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def decode(data: bytes) -> Message:
+    """Decode one message; raises ProtocolError on anything malformed."""
+    try:
+        obj = cbor2.loads(data)
+    except Exception as exc:  # cbor2 raises several unrelated types on garbage
+        raise ProtocolError(f"message is not valid CBOR: {exc}") from exc
+    if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
+        raise ProtocolError("message must be a map with a type tag")
+    cls = MESSAGE_TYPES.get(obj["t"])
+    if cls is None:
+        raise ProtocolError(f"unknown message type {obj['t']!r}")
+    hints = _hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in obj:
+            kwargs[f.name] = _from_wire(obj[f.name], hints[f.name], f.name)
+        elif f.default is f.default_factory:  # both MISSING: a required field
+            raise ProtocolError(f"{obj['t']}: missing field {f.name!r}")
+    msg: Message = cls(**kwargs)
+    return msg
