@@ -308,7 +308,10 @@ class Results:
         self._source = source
         self._close_fn = close
         self._closed = False
-        self._lock = trio.Lock()
+        # A flag, not a trio.Lock: taking a lock per entry costs more than most
+        # entries. Only aclose waits on it (in the parking lot).
+        self._busy = False
+        self._idle = trio.lowlevel.ParkingLot()
 
     # constructors
 
@@ -377,22 +380,20 @@ class Results:
         return self
 
     async def __anext__(self) -> Entry:
-        # Uncontended (the usual case) the lock is taken without a checkpoint:
-        # a trio checkpoint per entry would cost a scheduler round each.
+        if self._busy:
+            raise trio.BusyResourceError("another task is already iterating these results")
+        if self._closed:
+            raise StopAsyncIteration
+        self._busy = True
         try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
-        try:
-            if self._closed:
-                raise StopAsyncIteration
-            try:
-                return await self._source.__anext__()
-            except StopAsyncIteration:
-                await self._close_locked()
-                raise
+            return await self._source.__anext__()
+        except StopAsyncIteration:
+            await self._close_now()
+            raise
         finally:
-            self._lock.release()
+            self._busy = False
+            if self._idle:
+                self._idle.unpark_all()
 
     async def rest(self) -> list[Entry]:
         """All remaining entries; closes the results."""
@@ -402,12 +403,12 @@ class Results:
             await self.aclose()
 
     async def aclose(self) -> None:
-        if self._closed:
-            return
-        async with self._lock:
-            await self._close_locked()
+        """Release resources; waits for a step in progress in another task."""
+        while self._busy:
+            await self._idle.park()
+        await self._close_now()
 
-    async def _close_locked(self) -> None:
+    async def _close_now(self) -> None:
         if self._closed:
             return
         self._closed = True
