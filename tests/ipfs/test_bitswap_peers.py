@@ -121,3 +121,26 @@ async def test_block_that_does_not_match_its_cid_is_not_stored():
     assert not await client_store.has(block_key(wanted))
     forged = CID("base58btc", 0, "dag-pb", multihash.digest(b"forged bytes", "sha2-256"))
     assert not await client_store.has(block_key(forged))
+
+
+async def test_a_bitswap_1_0_0_peer_gets_bare_blocks():
+    dag = build_file(b"for an old peer\n")  # a CIDv0 block: all 1.0.0 can name
+    server_store = await stored(dag)
+    received: list[tuple[str, bm.Message]] = []
+    got_reply = trio.Event()
+
+    async def old_peer(stream):
+        reader = FrameReader(stream, bm.MAX_MESSAGE_SIZE)
+        while (data := await reader.read_frame()) is not None:
+            received.append((str(stream.get_protocol()), bm.decode(data)))
+            got_reply.set()
+
+    with trio.fail_after(20):
+        async with open_node(server_store) as server, open_host() as old:
+            old.host.set_stream_handler(bm.PROTOCOL_1_0_0, old_peer)
+            await old.connect(server.peer_id, server.multiaddrs)
+            out = await old.host.new_stream(server.peer_id, [bm.PROTOCOL_1_0_0])
+            await out.write(frame(bm.encode(bm.Message(wants=(bm.WantEntry(dag.root),)),
+                                            bm.PROTOCOL_1_0_0)))
+            await got_reply.wait()
+    assert received == [(bm.PROTOCOL_1_0_0, bm.Message(blocks=(bm.Block(dag.root, dag.blocks[dag.root]),)))]
