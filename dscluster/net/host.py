@@ -34,7 +34,9 @@ from libp2p.crypto.keys import KeyPair, KeyType, PrivateKey
 from libp2p.crypto.pb import crypto_pb2
 from libp2p.crypto.secp256k1 import Secp256k1PrivateKey
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
+from libp2p.custom_types import TProtocol
 from libp2p.network.config import ConnectionConfig
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -151,9 +153,30 @@ def _build_host(identity: Identity) -> IHost:
     return new_host(
         key_pair=identity.key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
-        muxer_opt={YAMUX_PROTOCOL_ID: Yamux},
-        connection_config=ConnectionConfig(max_connections_per_peer=1),
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},  # type: ignore[dict-item]
+        # min_connections=0: py-libp2p's auto-connector otherwise polls every 10 s
+        # to dial peerstore peers until it holds 50 connections.
+        connection_config=ConnectionConfig(max_connections_per_peer=1, min_connections=0),
     )
+
+
+async def prepare_dial(host: IHost, peer: ID) -> None:
+    """Make the next dial to ``peer`` really try (py-libp2p notes 6 and 7).
+
+    py-libp2p keeps a closed connection in its table for a while; meanwhile
+    ``connect()`` returns at once ("already connected") and ``new_stream()``
+    fails with "No valid connections" instead of dialing again: drop the
+    peer's connections when all of them are closed. And after one failed dial
+    it refuses to dial the peer for 60 s (its negative cache), which would
+    hide a restarted node: callers here have their own deadlines, so clear it.
+    """
+    network = host.get_network()
+    if isinstance(network, Swarm):
+        network.unblock_peer(peer)
+    conns = network.get_connections(peer)
+    if conns and all(conn.is_closed for conn in conns):
+        log.debug("forgetting closed connections to %s", peer)
+        await host.disconnect(peer)
 
 
 @dataclass(frozen=True)
@@ -189,6 +212,7 @@ class HostHandle:
         info = peer_info_from_addrs(peer_id, addrs)
         try:
             with trio.fail_after(timeout):
+                await prepare_dial(self.host, info.peer_id)
                 await self.host.connect(info)
         except trio.TooSlowError as exc:
             raise UnavailableError(f"connect to {info.peer_id} timed out") from exc
