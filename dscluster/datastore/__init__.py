@@ -3,6 +3,12 @@
 from dscluster.datastore.base import Batch, BatchOp, BlockingDatastore, Datastore
 from dscluster.datastore.key import Key
 from dscluster.datastore.memory import MemoryDatastore
+from dscluster.datastore.mount import MountDatastore
+from dscluster.datastore.namespace import (
+    KeyTransformDatastore,
+    NamespaceDatastore,
+    PrefixTransform,
+)
 from dscluster.datastore.query import (
     Entry,
     FilterKeyCompare,
@@ -16,6 +22,7 @@ from dscluster.datastore.query import (
     Results,
     naive_query,
 )
+from dscluster.datastore.sync import SyncDatastore
 
 __all__ = [
     "Batch",
@@ -27,12 +34,17 @@ __all__ = [
     "FilterKeyPrefix",
     "FilterValueCompare",
     "Key",
+    "KeyTransformDatastore",
     "MemoryDatastore",
+    "MountDatastore",
+    "NamespaceDatastore",
     "OrderByKey",
     "OrderByKeyDescending",
     "OrderByValue",
     "OrderByValueDescending",
+    "PrefixTransform",
     "Query",
     "Results",
+    "SyncDatastore",
     "naive_query",
 ]
