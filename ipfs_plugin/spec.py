@@ -33,6 +33,7 @@ from dscluster.datastore.base import Datastore
 from dscluster.datastore.flatfs import DEFAULT_SHARD, FlatfsDatastore, ShardFunc
 from dscluster.datastore.key import Key
 from dscluster.datastore.leveldb import LevelDatastore
+from dscluster.datastore.mount import MountDatastore
 from dscluster.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -193,17 +194,11 @@ async def open_spec(spec: Spec, repo: str | Path) -> Datastore:
     try:
         for mountpoint, child in spec.mounts:
             opened.append((Key(mountpoint), await open_spec(child, repo)))
-        return _mount(opened)
+        return MountDatastore(opened)
     except BaseException:
         for _, store in opened:
             await store.close()
         raise
-
-
-def _mount(mounts: list[tuple[Key, Datastore]]) -> Datastore:
-    from dscluster.datastore.mount import MountDatastore  # lands with the mount wrapper
-
-    return MountDatastore(mounts)
 
 
 def read_kubo_spec(repo: str | Path) -> Spec:

@@ -18,6 +18,7 @@ from ipfs_plugin.spec import (
     MeasureSpec,
     MountSpec,
     PluginSpec,
+    open_kubo_datastore,
     open_spec,
     parse_spec,
     read_kubo_spec,
@@ -190,3 +191,39 @@ def test_read_kubo_spec_from_a_repo(tmp_path):
         read_kubo_spec(tmp_path)
     with pytest.raises(ConfigError, match="no Kubo config"):
         read_kubo_spec(tmp_path / "absent")
+
+
+async def test_kubo_default_spec_opens_a_mount_of_flatfs_and_leveldb(tmp_path):
+    (tmp_path / "config").write_text(json.dumps({"Datastore": {"Spec": KUBO_DEFAULT}}))
+    store = await open_kubo_datastore(tmp_path)
+    try:
+        await store.put("/blocks/CIQXYZ", b"a block")
+        await store.put("/local/pins", b"pins")
+        assert await store.get("/blocks/CIQXYZ") == b"a block"
+    finally:
+        await store.close()
+    # each key went where Kubo would put it: blocks in flatfs, the rest in LevelDB
+    assert (tmp_path / "blocks" / "XY" / "CIQXYZ.data").read_bytes() == b"a block"
+    level = LevelDatastore(tmp_path / "datastore")
+    try:
+        assert await level.get("/local/pins") == b"pins"
+        assert not await level.has("/blocks/CIQXYZ")
+    finally:
+        await level.close()
+
+
+async def test_failed_child_closes_the_ones_already_open(tmp_path):
+    spec = parse_spec(
+        {
+            "type": "mount",
+            "mounts": [
+                {"mountpoint": "/", "type": "levelds", "path": "datastore"},
+                {"mountpoint": "/blocks", "type": "nosuchds"},
+            ],
+        }
+    )
+    with pytest.raises(ConfigError, match=r"mounts\[1\].type: unknown datastore type"):
+        await open_spec(spec, tmp_path)
+    # LevelDB holds a lock while open: this open succeeds only if it was closed
+    level = LevelDatastore(tmp_path / "datastore")
+    await level.close()
