@@ -3,7 +3,9 @@
 Theory of operation
 -------------------
 Every `heartbeat_ticks` a node pings every other data node (and, until it
-knows the table, its seeds). A Ping carries the table digest (a hash per
+knows the table, its seeds). In a large cluster `fanout` limits this, as in
+Redis, to a few peers chosen at random (the injected random.Random) plus any
+peer not pinged for half the PFAIL timeout. A Ping carries the table digest (a hash per
 bucket of 256 slots and one for the membership); when digests agree that is
 all that travels. The receiver answers with a Pong carrying its own digest
 plus its claims in the buckets that differed; the pinger merges them and
@@ -33,6 +35,7 @@ class GossipConfig:
     fail_window_ticks: int = 10
     retry_ticks: int = 3  # migration messages are retransmitted this often
     batch_keys: int = 64  # keys per MoveKeys batch
+    fanout: int = 0  # peers pinged per heartbeat (0: all); others still within pfail_ticks / 2
 
 
 class Liveness(enum.Enum):

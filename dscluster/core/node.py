@@ -136,7 +136,8 @@ class ClusterCore:
                  config: GossipConfig | None = None, seeds: Sequence[str] = ()) -> None:
         self.me = me
         self._cfg = config or GossipConfig()
-        self._rng = rng  # reserved for choices that must be random yet replayable
+        self._rng = rng  # picks gossip targets; injected so simulations replay
+        self._last_ping: dict[str, int] = {}
         self._seeds = tuple(s for s in seeds if s != me)
         self._table = state.table.copy()
         self._epoch = max(state.epoch, self._table.max_epoch())
@@ -287,7 +288,14 @@ class ClusterCore:
         ping = Ping(digest.buckets, digest.members, self._epoch,
                     self._fd.suspects(), self._fd.failed())
         targets = peers if self._table.is_complete() and peers else sorted(set(peers) | set(self._seeds))
+        fanout = self._cfg.fanout
+        if fanout and len(targets) > fanout:
+            stale = self._now - self._cfg.pfail_ticks // 2
+            due = [p for p in targets if self._last_ping.get(p, -1) <= stale]
+            chosen = set(self._rng.sample(targets, fanout)) | set(due)
+            targets = [p for p in targets if p in chosen]
         for peer in targets:
+            self._last_ping[peer] = self._now
             self._send(peer, ping)
 
     def _due(self, key: tuple[str, int]) -> bool:

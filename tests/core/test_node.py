@@ -324,3 +324,23 @@ def test_persist_before_send_state_comes_with_the_ack() -> None:
     # the ack travels in the same Ready as the IMPORTING record it acknowledges
     assert rd_b.state is not None and [m.phase for m in rd_b.state.migrations] == [Phase.IMPORTING]
     assert (("A", MigrateBeginAck(1)) in rd_b.messages)
+
+
+def test_fanout_limits_pings_yet_every_peer_hears_within_half_the_timeout() -> None:
+    ids = [f"N{i}" for i in range(9)]
+    cfg = GossipConfig(heartbeat_ticks=1, pfail_ticks=6, fanout=2)
+    table = SlotTable.initial(ids)
+    core = ClusterCore.bootstrap("N0", table, rng=random.Random(3), config=cfg)
+    core.advance(core.ready())
+    heard: dict[str, list[int]] = {p: [] for p in ids[1:]}
+    for now in range(1, 25):
+        core.tick()
+        rd = core.ready()
+        core.advance(rd)
+        pinged = [p for p, m in rd.messages if isinstance(m, Ping)]
+        assert len(pinged) < len(ids) - 1 or now == 1  # the first beat reaches everyone
+        for p in pinged:
+            heard[p].append(now)
+    for times in heard.values():
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert times and max(gaps, default=0) <= cfg.pfail_ticks // 2 + 1

@@ -49,3 +49,9 @@ def test_a_broken_routing_rule_is_caught(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(InvariantViolation):
         for seed in range(40):
             World(seed, fault_steps=160).run()
+
+
+@pytest.mark.slow
+def test_two_thousand_more_seeds_with_the_full_fault_phase() -> None:
+    for seed in range(SEEDS, SEEDS + 2000):
+        run_seed(seed)
