@@ -125,11 +125,23 @@ class Identity:
 
 
 def parse_peer_id(text: str) -> ID:
-    """A peer ID from its base58 string, or ConfigError."""
+    """A peer ID from its base58 string, or ConfigError.
+
+    py-libp2p accepts any base58 text as a peer ID; we also check that the bytes
+    are an identity or sha2-256 multihash of the right length, as peer IDs are.
+    """
     try:
-        return ID.from_base58(text)
+        pid = ID.from_base58(text)
     except Exception as exc:
         raise ConfigError(f"bad peer ID {text!r}: {exc}") from exc
+    raw = pid.to_bytes()
+    ok = len(raw) >= 2 and (
+        (raw[0] == 0x12 and raw[1] == 32 and len(raw) == 34)
+        or (raw[0] == 0x00 and raw[1] == len(raw) - 2 and raw[1] <= 42)
+    )
+    if not ok:
+        raise ConfigError(f"bad peer ID {text!r}: not a multihash of a public key")
+    return pid
 
 
 def parse_multiaddr(text: str) -> multiaddr.Multiaddr:

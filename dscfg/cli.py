@@ -1,0 +1,149 @@
+"""dscfg: write the configs of a new cluster and of its clients.
+
+``dscfg cluster --cluster-node-number=N DIR`` writes DIR/config.json for the
+bootstrap node: its own identity, every node's peer ID, slot ranges and listen
+addresses, and (as go-ds-cluster's ``identity_list``) the other nodes'
+identities, which only the bootstrap node hands out, to joiners that present
+the join secret. The secret is printed and stored in DIR/join.secret. Both
+files are 0600. The first line printed is the bootstrap multiaddr, as
+go-ds-cluster prints it.
+
+``dscfg client FILE`` writes a client config: its own identity, no slots.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dscluster.config import (
+    CONFIG_JSON,
+    JOIN_SECRET_FILE,
+    ClientConfig,
+    IdentityConfig,
+    NodeConfig,
+    NodeEntry,
+    save_config,
+    write_private_file,
+)
+from dscluster.core.slots import SLOT_COUNT, initial_ranges
+from dscluster.errors import DSClusterError
+from dscluster.net.host import parse_multiaddr
+
+app = typer.Typer(
+    name="dscfg",
+    help="Generate ds-cluster configs: a new cluster's bootstrap node, or a client.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class UserError(Exception):
+    """A mistake on the command line: one line on stderr, exit status 1."""
+
+
+def _free_tcp_ports(host: str, count: int) -> list[int]:
+    """Ports the OS calls free right now (they may be taken by the time a node starts)."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    except OSError as exc:
+        raise UserError(f"cannot find free ports on {host}: {exc.strerror}") from None
+    finally:
+        for s in socks:
+            s.close()
+
+
+@app.command()
+def cluster(
+    directory: Annotated[Path, typer.Argument(help="Where to write config.json and join.secret.")],
+    nodes: Annotated[int, typer.Option(
+        "--cluster-node-number", "--nn", "-n", help="How many data nodes the cluster starts with.",
+    )],
+    host: Annotated[str, typer.Option(help="IPv4 address every node listens on.")] = "127.0.0.1",
+    base_port: Annotated[int, typer.Option(
+        help="TCP port of node 0; node i listens on base-port + i. Default: free ports.",
+    )] = 0,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing config.")] = False,
+) -> None:
+    """Write the bootstrap node's config for a new cluster and print its multiaddr."""
+    if not 1 <= nodes <= SLOT_COUNT:
+        raise UserError(f"--cluster-node-number must be between 1 and {SLOT_COUNT}, got {nodes}")
+    if base_port < 0 or base_port + nodes - 1 > 65535:
+        raise UserError(f"--base-port {base_port} leaves no room for {nodes} ports")
+    parse_multiaddr(f"/ip4/{host}/tcp/1")  # ConfigError for a bad address
+    target = directory.expanduser()
+    if (target / CONFIG_JSON).exists() and not force:
+        raise UserError(f"{target / CONFIG_JSON} exists; use --force to overwrite it")
+    ports = (list(range(base_port, base_port + nodes)) if base_port
+             else _free_tcp_ports(host, nodes))
+    identities = [IdentityConfig.generate() for _ in range(nodes)]
+    entries = tuple(
+        NodeEntry(ident.peer_id, (slots,), (f"/ip4/{host}/tcp/{port}",))
+        for ident, slots, port in zip(identities, initial_ranges(nodes), ports, strict=True)
+    )
+    cfg = NodeConfig(
+        identity=identities[0],
+        swarm=entries[0].swarm,
+        nodes=entries,
+        bootstrap_node=True,
+        identity_list=tuple(identities),
+        join_secret_file=JOIN_SECRET_FILE,
+    )
+    secret = secrets.token_urlsafe(32)
+    write_private_file(target / JOIN_SECRET_FILE, secret + "\n")
+    written = save_config(cfg, target / CONFIG_JSON)
+    typer.echo(f"{entries[0].swarm[0]}/p2p/{entries[0].id}")
+    typer.echo(f"join secret: {secret}")
+    typer.echo(f"wrote {written} and {target / JOIN_SECRET_FILE} (keep both private)")
+
+
+@app.command()
+def client(
+    file: Annotated[Path, typer.Argument(help="The client config file to write.")],
+    read_only: Annotated[bool, typer.Option(help="Mark the client read-only.")] = False,
+    bootstrap: Annotated[list[str] | None, typer.Option(
+        help="Multiaddr (with /p2p/) of a cluster node; repeat for several.",
+    )] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a client config: a new identity, no slots."""
+    target = file.expanduser()
+    if target.is_dir():
+        target = target / CONFIG_JSON
+    if target.exists() and not force:
+        raise UserError(f"{target} exists; use --force to overwrite it")
+    addrs = tuple(bootstrap or ())
+    for addr in addrs:
+        parse_multiaddr(addr)
+        if "/p2p/" not in addr:
+            raise UserError(f"--bootstrap {addr}: needs the node's /p2p/<peer id>")
+    cfg = ClientConfig(identity=IdentityConfig.generate(), read_only_client=read_only,
+                       bootstrap_addrs=addrs)
+    written = save_config(cfg, target)
+    typer.echo(f"wrote {written} for client {cfg.identity.peer_id}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, prog_name="dscfg")  # exits via SystemExit (usage errors: status 2)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except (UserError, DSClusterError) as exc:
+        typer.echo(f"dscfg: error: {exc}", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
