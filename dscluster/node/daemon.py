@@ -1,0 +1,165 @@
+"""DataNode: one data node of the cluster, assembled from its parts.
+
+Theory of operation
+-------------------
+A node is a libp2p host (opened by the caller, so tests can bind port 0 and
+learn the addresses first) plus a datastore (also the caller's to open and
+close) plus what this package adds:
+
+  CoreDriver    the ClusterCore, its state file and the Ready cycle
+  GossipLinks   core messages to and from peers on long-lived streams
+  StoreService  the store protocol (served by the wire's RpcServer)
+  Migrator      ListKeys/MoveKeys, writing to the target with an RpcClient
+  JoinServer    (bootstrap node only) hands a node its config for a proof
+                of the join secret
+
+`run_data_node` starts them in one nursery and yields the running node;
+leaving the block stops every task, closing streams, within a few seconds.
+A restarted node loads its state file (table, epoch, migrations) and resumes;
+config.json's table is only used the very first time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.abc import INetStream
+
+from dscluster.core.gossip import GossipConfig
+from dscluster.core.node import ClusterCore
+from dscluster.core.slots import SlotSet
+from dscluster.core.table import SlotTable
+from dscluster.datastore import Datastore
+from dscluster.errors import ConfigError
+from dscluster.net.host import HostHandle, parse_peer_id
+from dscluster.net.rpc import RpcClient, RpcLimits, open_rpc_client, serve_rpc
+from dscluster.node.driver import CoreDriver
+from dscluster.node.gossip import GossipLinks
+from dscluster.node.keylocks import KeyLocks
+from dscluster.node.migrator import Migrator
+from dscluster.node.service import StoreService
+from dscluster.node.statefile import StateFile
+from dscluster.wire import messages as wm
+
+log = logging.getLogger(__name__)
+
+PEER_CALL_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    conf_dir: str
+    table: SlotTable  # config.json's table; used only when there is no state file yet
+    clients: Mapping[str, bool] = field(default_factory=dict)  # peer id -> read-only
+    read_only_client: bool = False
+    disable_delete: bool = False
+    tick_interval: float = 0.5
+    gossip: GossipConfig = GossipConfig()
+    max_backoff: float = 2.0  # seconds between reconnects to a down peer, at most
+
+
+class DataNode:
+    """A running node; created by run_data_node."""
+
+    def __init__(self, host: HostHandle, datastore: Datastore, driver: CoreDriver,
+                 links: GossipLinks, rpc: RpcClient, settings: NodeSettings) -> None:
+        self.host = host
+        self.datastore = datastore
+        self.driver = driver
+        self.links = links
+        self.rpc = rpc
+        self.settings = settings
+        self.locks = KeyLocks()
+        self.service = StoreService(
+            driver, datastore, self.locks, clients=settings.clients,
+            read_only_client=settings.read_only_client,
+            disable_delete=settings.disable_delete,
+            forward_delete=self._forward_delete, my_addrs=lambda: host.addrs)
+        self.migrator = Migrator(driver, datastore, self.locks, self._send_batch)
+
+    @property
+    def peer_id(self) -> str:
+        return self.host.peer_id.to_base58()
+
+    @property
+    def addrs(self) -> list[str]:
+        return self.host.addrs
+
+    @property
+    def core(self) -> ClusterCore:
+        return self.driver.core
+
+    async def start_migration(self, slots: SlotSet, target: str) -> int:
+        return await self.driver.start_migration(slots, target)
+
+    async def call_peer(self, peer: str, request: wm.Request) -> wm.Response:
+        """A store request to another node (dialing it by its table addresses)."""
+        addrs = self.driver.addrs_of(peer)
+        if addrs:
+            await self.host.connect(peer, addrs)
+        return await self.rpc.call(parse_peer_id(peer), wm.STORE_PROTOCOL, request,
+                                   timeout=PEER_CALL_TIMEOUT)
+
+    async def _send_batch(self, target: str, request: wm.Batch) -> wm.Response:
+        return await self.call_peer(target, request)
+
+    async def _forward_delete(self, target: str, key: str) -> None:
+        await self.call_peer(target, wm.Delete(0, key, asking=True))
+
+
+def _make_core(me: str, settings: NodeSettings, state_file: StateFile) -> ClusterCore:
+    state = state_file.load()
+    rng = random.Random()
+    if state is not None:
+        log.info("recovered state: epoch %d, %d migrations", state.epoch, len(state.migrations))
+        return ClusterCore(me, state, rng=rng, config=settings.gossip)
+    log.info("first start: table from config.json")
+    return ClusterCore.bootstrap(me, settings.table, rng=rng, config=settings.gossip)
+
+
+@asynccontextmanager
+async def run_data_node(host: HostHandle, datastore: Datastore,
+                        settings: NodeSettings) -> AsyncIterator[DataNode]:
+    """Run a data node on ``host`` over ``datastore`` for the body of the block."""
+    me = host.peer_id.to_base58()
+    state_file = StateFile(settings.conf_dir)
+    core = _make_core(me, settings, state_file)
+    if me not in core.table.nodes:
+        raise ConfigError(f"this node ({me}) is not in the cluster's table")
+    bound = host.listen_addrs
+    if not set(bound) <= set(core.table.nodes[me].addrs):
+        log.info("advertising addresses %s", bound)
+        core.add_member(me, bound)
+    async with trio.open_nursery() as nursery, open_rpc_client(host.host, RpcLimits()) as rpc:
+        links = GossipLinks(host, nursery, lambda p: driver.addrs_of(p),
+                            max_backoff=settings.max_backoff)
+        driver = CoreDriver(core, state_file, links, settings.tick_interval)
+        links.driver = driver
+        node = DataNode(host, datastore, driver, links, rpc, settings)
+        host.host.set_stream_handler(wm.GOSSIP_PROTOCOL, links.handle_stream)  # type: ignore[arg-type]
+        try:
+            async with serve_rpc(host.host, wm.STORE_PROTOCOL, node.service):
+                await nursery.start(driver.run, node.migrator.run)
+                log.info("node %s serving slots %s", me, core.table.slots_of(me))
+                yield node
+        finally:
+            # py-libp2p's multiselect checks `protocol in handlers`, awaits a write,
+            # then indexes handlers: a handler removed in between raises KeyError
+            # inside the host. serve_rpc removes its handler on exit; put a
+            # rejecting one back before any checkpoint, and never remove ours.
+            for protocol in (wm.STORE_PROTOCOL, wm.GOSSIP_PROTOCOL):
+                host.host.set_stream_handler(protocol, _reject)  # type: ignore[arg-type]
+            nursery.cancel_scope.cancel()
+
+
+async def _reject(stream: INetStream) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        try:
+            await stream.reset()
+        except Exception as exc:
+            log.debug("reset of a stream after shutdown failed: %r", exc)

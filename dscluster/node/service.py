@@ -1,0 +1,247 @@
+"""StoreService: the store protocol's handler on a data node.
+
+Theory of operation
+-------------------
+The RpcServer hands each request here with the caller's Noise-verified peer
+ID. Authorization comes first: cluster members may do anything (the migrator
+of another node writes here with ASKING); configured clients read, and write
+unless they are read-only; everyone else gets UnauthorizedError. With
+`disable_delete` no client may delete.
+
+Each keyed operation holds the key's lock (keylocks.py) around routing and
+the datastore call, as the migration rule in core/node.py requires. Routing
+first reads one byte of the driver's `stable` map: a slot this node owns and
+no migration touches is served at once. Only a migrating, importing or
+foreign slot asks the core (route(), with whether the key exists here), and
+an Ask or Moved decision becomes AskError/MovedError carrying the peer's
+addresses. A delete of a key whose slot is migrating first deletes the key at
+the target (which may hold a copy from an earlier batch), then here.
+
+Batched requests are answered per key: one key's error does not fail the
+others. Queries stream this node's local entries.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from libp2p.peer.id import ID
+
+from dscluster import __version__
+from dscluster.core.routing import Ask, Moved, Serve
+from dscluster.core.slots import key_slot
+from dscluster.datastore import Datastore, Key
+from dscluster.errors import (
+    AskError,
+    BadRequestError,
+    DSClusterError,
+    MovedError,
+    UnauthorizedError,
+)
+from dscluster.node.driver import CoreDriver
+from dscluster.node.keylocks import KeyLocks
+from dscluster.wire import messages as wm
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ForwardDelete = Callable[[str, str], Awaitable[None]]  # (target peer, key)
+
+
+class Role(enum.Enum):
+    MEMBER = "member"
+    CLIENT = "client"
+    READ_ONLY = "read-only"
+
+
+class StoreService:
+    def __init__(self, driver: CoreDriver, datastore: Datastore, locks: KeyLocks, *,
+                 clients: Mapping[str, bool], read_only_client: bool = False,
+                 disable_delete: bool = False, forward_delete: ForwardDelete,
+                 my_addrs: Callable[[], list[str]]) -> None:
+        self._driver = driver
+        self._ds = datastore
+        self._locks = locks
+        self._clients = dict(clients)  # peer id -> read-only
+        self._read_only_client = read_only_client
+        self._disable_delete = disable_delete
+        self._forward_delete = forward_delete
+        self._my_addrs = my_addrs
+        self.refused = 0
+
+    # -- authorization ---------------------------------------------------------
+
+    def role_of(self, peer: str) -> Role | None:
+        if self._driver.is_member(peer):
+            return Role.MEMBER
+        read_only = self._clients.get(peer)
+        if read_only is None:
+            return None
+        return Role.READ_ONLY if read_only or self._read_only_client else Role.CLIENT
+
+    def _authorize(self, peer: ID, request: wm.Request) -> Role:
+        name = peer.to_base58()
+        role = self.role_of(name)
+        if role is None:
+            self.refused += 1
+            log.warning("refused %s from %s: not a member or client", type(request).__name__, name)
+            raise UnauthorizedError(f"peer {name} is not authorized on this cluster")
+        writes = isinstance(request, wm.Put | wm.Delete | wm.Batch)
+        if writes and role is Role.READ_ONLY:
+            raise UnauthorizedError(f"peer {name} is a read-only client")
+        deletes = isinstance(request, wm.Delete) or (
+            isinstance(request, wm.Batch) and request.deletes)
+        if deletes and self._disable_delete and role is not Role.MEMBER:
+            raise UnauthorizedError("deletes are disabled on this cluster")
+        return role
+
+    # -- routing -------------------------------------------------------------------
+
+    async def _route(self, key: str, asking: bool) -> Serve:
+        """Serve() or raise Ask/MovedError; the caller holds the key's lock."""
+        slot = key_slot(key)
+        if self._driver.stable[slot]:
+            return _SERVE
+        exists = await self._ds.has(key)
+        decision = self._driver.core.route(key, exists_locally=exists, asking=asking)
+        if isinstance(decision, Serve):
+            return decision
+        addrs = self._driver.addrs_of(decision.peer)
+        if isinstance(decision, Ask):
+            raise AskError(decision.slot, decision.peer, addrs)
+        assert isinstance(decision, Moved)
+        raise MovedError(decision.slot, decision.peer, addrs)
+
+    async def _keyed(self, key: str, asking: bool, op: Callable[[str, Serve], Awaitable[T]]) -> T:
+        clean = str(Key(key))
+        async with self._locks.hold((clean,)):
+            decision = await self._route(clean, asking)
+            return await op(clean, decision)
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def handle(self, peer: ID, request: wm.Request) -> wm.Response:
+        self._authorize(peer, request)
+        rid = request.id
+        match request:
+            case wm.Get(key=key, asking=asking):
+                return wm.Ok(rid, await self._keyed(key, asking, self._get))
+            case wm.Has(key=key, asking=asking):
+                return wm.Ok(rid, await self._keyed(key, asking, self._has))
+            case wm.GetSize(key=key, asking=asking):
+                return wm.Ok(rid, await self._keyed(key, asking, self._get_size))
+            case wm.Put(key=key, value=value, asking=asking):
+                async def put(k: str, _d: Serve) -> None:
+                    await self._ds.put(k, value)
+                await self._keyed(key, asking, put)
+                return wm.Ok(rid)
+            case wm.Delete(key=key, asking=asking):
+                await self._keyed(key, asking, self._delete)
+                return wm.Ok(rid)
+            case wm.GetMany(keys=keys, asking=asking):
+                return wm.OkMany(rid, await self._many(keys, asking, self._get))
+            case wm.HasMany(keys=keys, asking=asking):
+                return wm.OkMany(rid, await self._many(keys, asking, self._has))
+            case wm.GetSizeMany(keys=keys, asking=asking):
+                return wm.OkMany(rid, await self._many(keys, asking, self._get_size))
+            case wm.Batch():
+                return wm.OkMany(rid, await self._batch(request))
+            case wm.Info():
+                return self._info(rid)
+        raise BadRequestError(f"{type(request).__name__} is not a store request")
+
+    async def _get(self, key: str, _d: Serve) -> bytes:
+        return await self._ds.get(key)
+
+    async def _has(self, key: str, _d: Serve) -> bool:
+        return await self._ds.has(key)
+
+    async def _get_size(self, key: str, _d: Serve) -> int:
+        return await self._ds.get_size(key)
+
+    async def _delete(self, key: str, decision: Serve) -> None:
+        if decision.forward_deletes_to is not None:
+            await self._forward_delete(decision.forward_deletes_to, key)
+        await self._ds.delete(key)
+
+    async def _many(self, keys: Sequence[str], asking: bool,
+                    op: Callable[[str, Serve], Awaitable[Any]]) -> tuple[Any, ...]:
+        results: list[Any] = []
+        for key in keys:
+            try:
+                results.append(await self._keyed(key, asking, op))
+            except DSClusterError as exc:
+                results.append(wm.ErrorInfo.from_exception(exc))
+        return tuple(results)
+
+    async def _batch(self, request: wm.Batch) -> tuple[Any, ...]:
+        """Puts then deletes, answered per key; the served puts land in one datastore batch."""
+        ops: list[tuple[str, bytes | None]] = [(k, v) for k, v in request.puts]
+        ops += [(k, None) for k in request.deletes]
+        results: list[Any] = [None] * len(ops)
+        clean: list[str | None] = []
+        for i, (key, _) in enumerate(ops):
+            try:
+                clean.append(str(Key(key)))
+            except DSClusterError as exc:
+                clean.append(None)
+                results[i] = wm.ErrorInfo.from_exception(exc)
+        async with self._locks.hold(k for k in clean if k is not None):
+            batch = await self._ds.batch()
+            forwards: list[tuple[str, str]] = []
+            served: list[int] = []
+            for i, (_key, value) in enumerate(ops):
+                k = clean[i]
+                if k is None:
+                    continue
+                try:
+                    decision = await self._route(k, request.asking)
+                except DSClusterError as exc:
+                    results[i] = wm.ErrorInfo.from_exception(exc)
+                    continue
+                if value is None:
+                    if decision.forward_deletes_to is not None:
+                        forwards.append((decision.forward_deletes_to, k))
+                    batch.delete(k)
+                else:
+                    batch.put(k, value)
+                served.append(i)
+            for target, k in forwards:
+                await self._forward_delete(target, k)
+            try:
+                await batch.commit()
+            except DSClusterError as exc:
+                for i in served:
+                    results[i] = wm.ErrorInfo.from_exception(exc)
+        return tuple(results)
+
+    def _info(self, rid: int) -> wm.NodeInfo:
+        core = self._driver.core
+        slots = core.table.slots_of(core.me)
+        return wm.NodeInfo(rid, core.me, tuple(self._my_addrs()), tuple(slots.ranges),
+                           core.epoch, __version__)
+
+    # -- query -----------------------------------------------------------------------------
+
+    def stream(self, peer: ID, request: wm.Query) -> AsyncIterator[wm.QueryChunk]:
+        self._authorize(peer, request)
+        return self._chunks(request)
+
+    async def _chunks(self, request: wm.Query) -> AsyncIterator[wm.QueryChunk]:
+        results = await self._ds.query(request.to_query())
+        try:
+            entries: list[wm.QueryEntry] = []
+            async for e in results:
+                entries.append(wm.QueryEntry(e.key, e.value, e.size))
+                if len(entries) >= request.chunk_size:
+                    yield wm.QueryChunk(request.id, tuple(entries), True)
+                    entries = []
+            yield wm.QueryChunk(request.id, tuple(entries), False)
+        finally:
+            await results.aclose()
+
+
+_SERVE = Serve()
