@@ -39,8 +39,8 @@ from multiformats import CID
 from dscluster.blocks import block_key
 from dscluster.datastore.base import Datastore
 from dscluster.errors import DSClusterError, NotFoundError, ProtocolError, UnavailableError
+from dscluster.ipld.dagpb import child_cids
 from ipfs_plugin import bitswap_message as bm
-from ipfs_plugin.dagpb import child_cids
 from ipfs_plugin.framing import FrameReader, frame
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from multiformats import CID, multihash
 
 from dscluster.errors import ProtocolError
-from ipfs_plugin import protobuf as pb
+from dscluster.ipld import protobuf as pb
 
 PROTOCOL_1_2_0 = "/ipfs/bitswap/1.2.0"
 PROTOCOL_1_1_0 = "/ipfs/bitswap/1.1.0"

@@ -13,7 +13,7 @@ from typing import Any
 from libp2p.network.stream.exceptions import StreamEOF
 
 from dscluster.errors import ProtocolError
-from ipfs_plugin.protobuf import decode_varint, encode_varint
+from dscluster.ipld.protobuf import decode_varint, encode_varint
 
 READ_CHUNK = 256 * 1024
 

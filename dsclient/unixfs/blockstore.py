@@ -17,9 +17,9 @@ from typing import Protocol
 
 from multiformats import CID
 
-from dsclient.unixfs.cids import block_matches
 from dscluster.blocks import block_key
 from dscluster.errors import CorruptBlockError, NotFoundError
+from dscluster.ipld.cids import block_matches
 
 __all__ = [
     "BlockStore",

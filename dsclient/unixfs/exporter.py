@@ -35,7 +35,7 @@ from dsclient.unixfs.blockstore import BlockStore, verify_block
 from dsclient.unixfs.errors import plain_errors
 from dsclient.unixfs.pb import DataType, PBLink, PBNode, UnixFSData, decode_data, decode_node
 from dscluster.blocks import parse_cid
-from dscluster.errors import BadRequestError, CorruptBlockError
+from dscluster.errors import BadRequestError, CorruptBlockError, ProtocolError
 
 WINDOW = 32
 THREAD_VERIFY_BYTES = 1024 * 1024
@@ -111,9 +111,9 @@ def decode(cid: CID, block: bytes) -> Node:
     try:
         pb = decode_node(block)
         if pb.data is None:
-            raise ValueError("dag-pb node without UnixFS Data")
+            raise ProtocolError("dag-pb node without UnixFS Data")
         unixfs = decode_data(pb.data)
-    except ValueError as exc:
+    except ProtocolError as exc:
         raise CorruptBlockError(cid, f"not a UnixFS node: {exc}") from exc
     return Node(cid, block, pb, unixfs)
 

@@ -45,10 +45,10 @@ from multiformats import CID
 
 from dsclient.unixfs.blockstore import BlockStore
 from dsclient.unixfs.chunker import DEFAULT_CHUNKER, Rechunker, parse_chunker
-from dsclient.unixfs.cids import cid_to_bytes, sha256_cid
 from dsclient.unixfs.errors import plain_errors
 from dsclient.unixfs.pb import DataType, PBLink, PBNode, UnixFSData, encode_data, encode_node
 from dscluster.errors import BadRequestError, NotFoundError
+from dscluster.ipld.cids import cid_to_bytes, sha256_cid
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Helpers for the IPFS tests: a UnixFS file builder/reader and a Kubo child process."""
+"""Helpers for the IPFS tests: UnixFS files (built by dsclient.unixfs) and a Kubo child process."""
 
 from __future__ import annotations
 
@@ -14,32 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from multiformats import CID, multihash
+from multiformats import CID
 
+from dsclient.unixfs import DatastoreBlockStore, MemoryBlockStore, add_stream, cat
+from dsclient.unixfs.importer import ImportOptions, make_leaf
+from dsclient.unixfs.pb import DataType, UnixFSData, encode_data
 from dscluster.blocks import block_key
-from ipfs_plugin import dagpb
-from ipfs_plugin import protobuf as pb
+from dscluster.ipld.cids import sha256_cid
+from dscluster.ipld.dagpb import PBLink, PBNode, encode_node
 
 KUBO_CHILD = Path(__file__).with_name("kubo_child.py")
-UNIXFS_FILE = 2
 
 
 # -- UnixFS files ------------------------------------------------------------
-
-
-def _unixfs(data: bytes | None, filesize: int, blocksizes: list[int] = ()) -> bytes:  # type: ignore[assignment]
-    out = pb.varint_field(1, UNIXFS_FILE)
-    if data:
-        out += pb.bytes_field(2, data)
-    out += pb.varint_field(3, filesize)
-    for size in blocksizes:
-        out += pb.varint_field(4, size)
-    return out
-
-
-def _cid(version: int, codec: str, data: bytes) -> CID:
-    digest = multihash.get("sha2-256").digest(data)
-    return CID("base58btc" if version == 0 else "base32", version, codec, digest)
 
 
 @dataclass
@@ -48,44 +35,45 @@ class UnixfsFile:
     blocks: dict[CID, bytes] = field(default_factory=dict)
 
 
-def build_file(content: bytes, chunk: int = 262144, raw_leaves: bool = False) -> UnixfsFile:
-    """A one-level UnixFS file DAG (as `ipfs add` builds files of up to 174 chunks)."""
-    version = 1 if raw_leaves else 0
-    chunks = [content[i : i + chunk] for i in range(0, len(content), chunk)] or [b""]
-    leaves: list[tuple[CID, bytes, int]] = []
-    for piece in chunks:
-        if raw_leaves:
-            block = piece
-            leaves.append((_cid(1, "raw", block), block, len(piece)))
-        else:
-            block = dagpb.encode_node(dagpb.Node(data=_unixfs(piece, len(piece))))
-            leaves.append((_cid(0, "dag-pb", block), block, len(piece)))
-    dag = UnixfsFile(leaves[0][0], {cid: block for cid, block, _ in leaves})
-    if len(leaves) == 1 and not raw_leaves:
-        return dag
-    assert len(leaves) <= 174, "one level only"
-    links = tuple(dagpb.Link(cid, "", len(block)) for cid, block, _ in leaves)
-    root = dagpb.encode_node(
-        dagpb.Node(links, _unixfs(None, len(content), [size for *_, size in leaves]))
+class _RecordingStore(MemoryBlockStore):
+    """A MemoryBlockStore that also remembers each block's CID."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_cid: dict[CID, bytes] = {}
+
+    async def put_many(self, blocks: list[tuple[CID, bytes]]) -> None:
+        await super().put_many(blocks)
+        self.by_cid.update(blocks)
+
+
+async def build_file(content: bytes, chunk: int = 262144, raw_leaves: bool = False) -> UnixfsFile:
+    """The DAG `ipfs add` builds (CIDv1 with raw leaves when asked, as `--cid-version 1`)."""
+    store = _RecordingStore()
+    root = await add_stream(
+        [content], store, cid_version=1 if raw_leaves else 0, chunker=f"size-{chunk}"
     )
-    dag.root = _cid(version, "dag-pb", root)
-    dag.blocks[dag.root] = root
-    return dag
+    return UnixfsFile(root, store.by_cid)
+
+
+def leaf_file(content: bytes) -> UnixfsFile:
+    """A file of one dag-pb block, built without an event loop (for parameters and sync tests)."""
+    child, block = make_leaf(content, ImportOptions.create())
+    return UnixfsFile(child.cid, {child.cid: block})
+
+
+def oversized_file(content: bytes) -> UnixfsFile:
+    """A file whose one raw leaf is larger than any chunker makes (other peers may serve such)."""
+    leaf = sha256_cid(content, 1, "raw")
+    data = encode_data(UnixFSData(DataType.FILE, filesize=len(content), blocksizes=(len(content),)))
+    block = encode_node(PBNode((PBLink(leaf, "", len(content)),), data))
+    root = sha256_cid(block, 1, "dag-pb")
+    return UnixfsFile(root, {leaf: content, root: block})
 
 
 async def read_file(store: Any, cid: CID) -> bytes:
-    """Reassemble a UnixFS file from the blocks in a store (checking each hash)."""
-    block = await store.get(block_key(cid))
-    assert multihash.digest(block, "sha2-256") == bytes(cid.digest), f"{cid} corrupt"
-    if cid.codec.name == "raw":
-        return block
-    node = dagpb.decode_node(block)
-    inline = b""
-    for number, _, value in pb.iter_fields(node.data or b""):
-        if number == 2:
-            inline = bytes(value)  # type: ignore[arg-type]
-    parts = [inline] + [await read_file(store, link.cid) for link in node.links]
-    return b"".join(parts)
+    """Reassemble a UnixFS file from the blocks in a Datastore (each checked against its CID)."""
+    return b"".join([piece async for piece in cat(cid, DatastoreBlockStore(store))])
 
 
 def flatfs_blocks(dag: UnixfsFile) -> dict[str, str]:

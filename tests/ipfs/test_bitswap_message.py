@@ -6,9 +6,9 @@ import pytest
 from multiformats import CID, multihash
 
 from dscluster.errors import ProtocolError
+from dscluster.ipld import protobuf as pb
+from dscluster.ipld.dagpb import PBLink, PBNode, child_cids, decode_node, encode_node
 from ipfs_plugin import bitswap_message as bm
-from ipfs_plugin import protobuf as pb
-from ipfs_plugin.dagpb import Link, Node, child_cids, decode_node, encode_node
 
 HELLO_V0 = CID.decode("QmZULkCELmmk5XNfCgTnCyFgAVxBRBXyDHGGMVoLFLiXEN")
 
@@ -94,8 +94,8 @@ def test_unknown_fields_are_skipped():
 
 
 def test_dagpb_links_round_trip():
-    links = (Link(HELLO_V0, "a", 14), Link(raw_cid(b"leaf"), "", 4))
-    node = Node(links, b"\x08\x02")
+    links = (PBLink(HELLO_V0, "a", 14), PBLink(raw_cid(b"leaf"), "", 4))
+    node = PBNode(links, b"\x08\x02")
     block = encode_node(node)
     assert decode_node(block) == node
     parent = CID("base58btc", 0, "dag-pb", multihash.digest(block, "sha2-256"))
@@ -108,3 +108,13 @@ def test_dagpb_rejects_garbage():
         decode_node(pb.bytes_field(2, pb.bytes_field(2, b"name only")))
     with pytest.raises(ProtocolError):
         decode_node(pb.varint_field(3, 1))
+    with pytest.raises(ProtocolError, match="without a Hash"):
+        child_cids(HELLO_V0, pb.bytes_field(2, pb.bytes_field(2, b"name only")))
+
+
+def test_odd_link_names_are_walked_but_not_decoded():
+    link = pb.bytes_field(1, bytes(HELLO_V0)) + pb.bytes_field(2, b"\xff\xfe") + pb.varint_field(3, 1)
+    block = pb.bytes_field(2, link)
+    assert child_cids(HELLO_V0, block) == [HELLO_V0]  # a server can still walk and serve it
+    with pytest.raises(ProtocolError, match="UTF-8"):
+        decode_node(block)

@@ -13,12 +13,12 @@ from multiformats import CID, multihash
 from dscluster.blocks import block_key
 from dscluster.datastore.memory import MemoryDatastore
 from dscluster.errors import NotFoundError
+from dscluster.ipld.protobuf import encode_varint
 from dscluster.net.host import open_host
 from ipfs_plugin import bitswap_message as bm
 from ipfs_plugin.framing import FrameReader, frame
 from ipfs_plugin.node import fetch_dag, open_node
-from ipfs_plugin.protobuf import encode_varint
-from tests.ipfs.helpers import build_file, read_file
+from tests.ipfs.helpers import build_file, leaf_file, oversized_file, read_file
 
 MiB = 1024 * 1024
 
@@ -34,8 +34,8 @@ async def test_fetch_dag_between_two_nodes():
     rng = random.Random(1)
     small_content = rng.randbytes(600_000)
     big_content = rng.randbytes(MiB + MiB // 2)
-    small = build_file(small_content)  # CIDv0 leaves
-    big = build_file(big_content, chunk=MiB + MiB // 2, raw_leaves=True)  # one 1.5 MiB block
+    small = await build_file(small_content)  # CIDv0 leaves
+    big = oversized_file(big_content)  # one 1.5 MiB block
     server_store = await stored(small)
     for cid, block in big.blocks.items():
         await server_store.put(block_key(cid), block)
@@ -60,9 +60,9 @@ async def test_missing_block_is_not_found():
         async with open_node(MemoryDatastore()) as server, open_node(MemoryDatastore()) as client:
             peer = await client.connect(server.multiaddrs[0])
             with pytest.raises(NotFoundError):
-                await client.bitswap.fetch_blocks(peer, [build_file(b"absent").root])
+                await client.bitswap.fetch_blocks(peer, [leaf_file(b"absent").root])
             with pytest.raises(NotFoundError):  # bare, not inside an exception group
-                await fetch_dag(MemoryDatastore(), str(build_file(b"absent").root),
+                await fetch_dag(MemoryDatastore(), str(leaf_file(b"absent").root),
                                 server.multiaddrs[0])
 
 
@@ -71,12 +71,12 @@ async def test_missing_block_is_not_found():
     [
         (frame(b"\x0b\x00"), "wire type"),
         (encode_varint(bm.MAX_MESSAGE_SIZE + 1) + b"\x00" * 100, "over the"),
-        (frame(bm.encode(bm.Message(blocks=(bm.Block(build_file(b"x").root, b"y"),)))
+        (frame(bm.encode(bm.Message(blocks=(bm.Block(leaf_file(b"x").root, b"y"),)))
                .replace(b"\x00\x70\x12\x20", b"\x00\x55\x12\x20")), "CIDv0 prefix"),
     ],
 )
 async def test_bad_message_resets_only_that_stream(junk, logged, caplog):
-    dag = build_file(b"still served\n")
+    dag = leaf_file(b"still served\n")
     server_store = await stored(dag)
     client_store = MemoryDatastore()
     caplog.set_level(logging.WARNING, logger="ipfs_plugin.bitswap")
@@ -95,7 +95,7 @@ async def test_bad_message_resets_only_that_stream(junk, logged, caplog):
 
 
 async def test_block_that_does_not_match_its_cid_is_not_stored():
-    wanted = build_file(b"the real block\n").root
+    wanted = leaf_file(b"the real block\n").root
 
     async def lying_peer(stream):
         # Answer the wantlist with other bytes under the wanted CID's prefix,
@@ -124,7 +124,7 @@ async def test_block_that_does_not_match_its_cid_is_not_stored():
 
 
 async def test_a_bitswap_1_0_0_peer_gets_bare_blocks():
-    dag = build_file(b"for an old peer\n")  # a CIDv0 block: all 1.0.0 can name
+    dag = leaf_file(b"for an old peer\n")  # a CIDv0 block: all 1.0.0 can name
     server_store = await stored(dag)
     received: list[tuple[str, bm.Message]] = []
     got_reply = trio.Event()

@@ -12,7 +12,7 @@ import trio
 from dscluster.blocks import block_key
 from dscluster.datastore.flatfs import FlatfsDatastore
 from ipfs_plugin.__main__ import main
-from tests.ipfs.helpers import build_file, read_file
+from tests.ipfs.helpers import build_file, leaf_file, read_file
 
 CLI = [sys.executable, "-m", "ipfs_plugin"]
 
@@ -23,7 +23,7 @@ async def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 async def test_serve_then_fetch_between_processes(tmp_path):
     content = random.Random(3).randbytes(300_000)
-    dag = build_file(content)
+    dag = await build_file(content)
     async with FlatfsDatastore(tmp_path / "served") as store:
         for cid, block in dag.blocks.items():
             await store.put(block_key(cid), block)
@@ -54,7 +54,7 @@ async def test_serve_then_fetch_between_processes(tmp_path):
 
 def test_bad_peer_address_is_one_line(tmp_path, capsys):
     # In-process (main() runs its own trio loop): a process start costs seconds here.
-    code = main(["fetch", str(build_file(b"x").root), "--from", "/ip4/nonsense",
+    code = main(["fetch", str(leaf_file(b"x").root), "--from", "/ip4/nonsense",
                  "--flatfs", str(tmp_path / "f")])
     assert code == 1
     err = capsys.readouterr().err

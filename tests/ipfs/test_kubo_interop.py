@@ -12,7 +12,7 @@ from dscluster.datastore.flatfs import FlatfsDatastore
 from dscluster.datastore.memory import MemoryDatastore
 from dscluster.errors import NotFoundError
 from ipfs_plugin.node import open_node, serve
-from tests.ipfs.helpers import build_file, flatfs_blocks, kubo, read_file
+from tests.ipfs.helpers import build_file, flatfs_blocks, kubo, leaf_file, read_file
 
 MiB = 1024 * 1024
 
@@ -25,9 +25,9 @@ async def store_dag(store, dag) -> None:
 async def test_kubo_downloads_files_from_our_node(tmp_path, nursery):
     rng = random.Random(7)
     files = {
-        "small": build_file(b"hello from ds-cluster\n"),  # one dag-pb leaf
-        "chunked": build_file(rng.randbytes(700_000)),  # CIDv0, three 256 KiB chunks
-        "big-raw": build_file(rng.randbytes(2 * MiB + 5), chunk=MiB, raw_leaves=True),
+        "small": leaf_file(b"hello from ds-cluster\n"),  # one dag-pb leaf
+        "chunked": await build_file(rng.randbytes(700_000)),  # CIDv0, three 256 KiB chunks
+        "big-raw": await build_file(rng.randbytes(2 * MiB + 5), chunk=MiB, raw_leaves=True),
     }
     contents = {}
     store = FlatfsDatastore.create(tmp_path / "flatfs", sync=False)
@@ -56,7 +56,7 @@ async def test_we_fetch_a_dag_kubo_added(tmp_path):
     # Kubo's add cannot be asked for 1 MiB raw leaves here, so we write such a
     # DAG into its flatfs before it starts: Kubo serves blocks over 512 KiB.
     big_content = rng.randbytes(MiB + MiB // 2)
-    big = build_file(big_content, chunk=MiB, raw_leaves=True)
+    big = await build_file(big_content, chunk=MiB, raw_leaves=True)
     plan = {"blocks": flatfs_blocks(big), "add": [str(tmp_path / "added.bin")], "wait_stdin": True}
     store = MemoryDatastore()
     async with kubo(plan, tmp_path, timeout=60) as child:
@@ -69,7 +69,7 @@ async def test_we_fetch_a_dag_kubo_added(tmp_path):
             stats = await node.bitswap.fetch_dag(CID.decode(added_cid), peer)
             assert (stats.blocks, stats.fetched) == (4, 4)
             with pytest.raises(NotFoundError):
-                await node.bitswap.fetch_blocks(peer, [build_file(b"nobody has this").root])
+                await node.bitswap.fetch_blocks(peer, [leaf_file(b"nobody has this").root])
     # every block was checked against its CID on arrival; read_file checks again
     assert await read_file(store, CID.decode(added_cid)) == added
     assert await read_file(store, big.root) == big_content

@@ -32,7 +32,13 @@ from dsclient.unixfs.pb import (
     encode_node,
 )
 from dscluster.blocks import block_key
-from dscluster.errors import BadRequestError, CorruptBlockError, NotFoundError, UnavailableError
+from dscluster.errors import (
+    BadRequestError,
+    CorruptBlockError,
+    NotFoundError,
+    ProtocolError,
+    UnavailableError,
+)
 
 
 async def read_all(cid: CID | str, store: MemoryBlockStore) -> bytes:
@@ -83,14 +89,14 @@ def test_codec_round_trip() -> None:
     [b"\x0a\x05ab", b"\x12\x02\x0a\x00", b"\x80", b"\x0b\x00", b"\x12\x03\x18\x01\x00"],
 )
 def test_codec_rejects_malformed(garbage: bytes) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ProtocolError):
         decode_node(garbage)
 
 
 def test_unixfs_data_requires_type() -> None:
-    with pytest.raises(ValueError, match="Type"):
+    with pytest.raises(ProtocolError, match="Type"):
         decode_data(b"\x18\x00")
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ProtocolError, match="unknown"):
         decode_data(b"\x08\x09")
 
 

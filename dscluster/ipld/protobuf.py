@@ -1,6 +1,6 @@
-"""Just enough of the protobuf wire format for bitswap and dag-pb.
+"""Just enough of the protobuf wire format for bitswap, dag-pb and UnixFS.
 
-Both formats are small and fixed, so we read and write fields by hand: a
+These formats are small and fixed, so we read and write fields by hand: a
 message is a run of (tag, value) pairs where the tag is ``field << 3 | type``
 and the value is a varint (type 0) or a length-prefixed byte string (type 2).
 Malformed input raises ProtocolError; unknown fields are skipped, as protobuf
@@ -34,6 +34,12 @@ def encode_varint(value: int) -> bytes:
 
 def decode_varint(data: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int]:
     """The varint at data[pos:] and the position just after it."""
+    try:
+        byte = data[pos]
+    except IndexError:
+        raise ProtocolError("truncated varint") from None
+    if byte < 0x80:  # tags, lengths and most values fit one byte
+        return byte, pos + 1
     value = 0
     for i in range(_MAX_VARINT_BYTES):
         if pos + i >= len(data):
@@ -43,6 +49,10 @@ def decode_varint(data: bytes | bytearray | memoryview, pos: int = 0) -> tuple[i
         if not byte & 0x80:
             return value, pos + i + 1
     raise ProtocolError("varint longer than 10 bytes")
+
+
+def tag(field: int, wire_type: int) -> bytes:
+    return encode_varint(field << 3 | wire_type)
 
 
 def varint_field(field: int, value: int) -> bytes:
@@ -55,25 +65,26 @@ def bytes_field(field: int, value: bytes) -> bytes:
 
 def iter_fields(data: bytes | memoryview) -> Iterator[tuple[int, int, int | bytes]]:
     """Yield (field number, wire type, value) for every field of a message."""
-    view = memoryview(data)
+    buf = bytes(data)  # slicing bytes copies once, as the values must be bytes anyway
+    end = len(buf)
     pos = 0
-    while pos < len(view):
-        tag, pos = decode_varint(view, pos)
+    while pos < end:
+        tag, pos = decode_varint(buf, pos)
         field, wire_type = tag >> 3, tag & 7
         if field == 0:
             raise ProtocolError("protobuf field number 0")
         if wire_type == VARINT:
-            value, pos = decode_varint(view, pos)
+            value, pos = decode_varint(buf, pos)
             yield field, wire_type, value
         elif wire_type == LENGTH_DELIMITED:
-            length, pos = decode_varint(view, pos)
-            if pos + length > len(view):
+            length, pos = decode_varint(buf, pos)
+            if pos + length > end:
                 raise ProtocolError("truncated protobuf field")
-            yield field, wire_type, bytes(view[pos : pos + length])
+            yield field, wire_type, buf[pos : pos + length]
             pos += length
         elif wire_type in (FIXED64, FIXED32):  # unused by our schemas: skip
             pos += 8 if wire_type == FIXED64 else 4
-            if pos > len(view):
+            if pos > end:
                 raise ProtocolError("truncated protobuf field")
         else:
             raise ProtocolError(f"unsupported protobuf wire type {wire_type}")
