@@ -1,0 +1,194 @@
+"""dscluster: run a data node.
+
+``dscluster --conf DIR`` runs the node configured in DIR/config.json (written
+by ``dscfg cluster`` for the bootstrap node). A new node with an empty DIR
+joins with ``--bootstrapper MA --identity I`` and the join secret: it fetches
+its config from the bootstrap node, writes DIR/config.json (0600), and from
+then on starts from that file alone. SIGINT or SIGTERM stops the node within
+a few seconds, flushing and closing its datastore. User errors print one line
+on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import trio
+import typer
+
+from dscluster.config import (
+    CONFIG_JSON,
+    DATASTORE_KINDS,
+    NodeConfig,
+    load_node_config,
+    read_join_secret,
+    write_private_file,
+)
+from dscluster.core.table import SlotTable
+from dscluster.datastore import Datastore, MemoryDatastore
+from dscluster.errors import ConfigError, DSClusterError
+from dscluster.net.host import open_host
+from dscluster.node import NodeSettings, run_data_node
+from dscluster.node.clients import format_clients, load_clients, save_clients
+from dscluster.node.join import JoinServer, fetch_config
+from dscluster.wire.messages import JOIN_PROTOCOL
+
+log = logging.getLogger("dscluster")
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def open_datastore(kind: str, conf_dir: str, path: str, mongodb: str, peer_id: str) -> Datastore:
+    if kind not in DATASTORE_KINDS:
+        raise ConfigError(f"--datastore {kind!r}: use one of {', '.join(DATASTORE_KINDS)}")
+    where = os.path.join(conf_dir, path)
+    if kind == "leveldb":
+        from dscluster.datastore.leveldb import LevelDatastore
+
+        return LevelDatastore(where)
+    if kind == "flatfs":
+        from dscluster.datastore.flatfs import FlatfsDatastore
+
+        return FlatfsDatastore(where)
+    if kind == "mongo":
+        if not mongodb:
+            raise ConfigError("--datastore mongo needs --mongodb URI")
+        from dscluster.datastore.mongo import MongoDatastore
+
+        # One collection per node: several nodes may share one MongoDB server.
+        return MongoDatastore(mongodb, "dscluster", f"node-{peer_id}")
+    return MemoryDatastore()
+
+
+def table_of(cfg: NodeConfig) -> SlotTable:
+    return SlotTable.from_config([
+        {"id": n.id, "slots": [{"start": s, "end": e} for s, e in n.slots], "swarm": list(n.swarm)}
+        for n in cfg.nodes])
+
+
+async def join(conf: Path, bootstrapper: str, identity: str, secret: str) -> None:
+    log.info("no %s in %s: joining through %s as identity %s", CONFIG_JSON, conf, bootstrapper,
+             identity)
+    config, clients = await fetch_config(bootstrapper, identity, secret)
+    conf.mkdir(parents=True, exist_ok=True)
+    write_private_file(conf / CONFIG_JSON, json.dumps(config, indent="\t") + "\n")
+    save_clients(str(conf), clients)
+    load_node_config(conf)  # refuse a config we could not start from, now
+    log.info("wrote %s", conf / CONFIG_JSON)
+
+
+async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list[str],
+              disable_delete: bool, tick: float) -> None:
+    identity = cfg.identity.identity()
+    me = identity.peer_id_str
+    conf_dir = str(conf)
+    clients = load_clients(conf_dir)
+    settings = NodeSettings(conf_dir, table_of(cfg), clients,
+                            read_only_client=cfg.read_only_client,
+                            disable_delete=disable_delete or cfg.disable_delete,
+                            tick_interval=tick)
+    ds = open_datastore(kind, conf_dir, cfg.datastore.path, mongodb, me)
+    try:
+        async with open_host(identity, listen or list(cfg.swarm)) as host, \
+                run_data_node(host, ds, settings) as node:
+            if cfg.bootstrap_node:
+                secret = read_join_secret(cfg, conf)
+                server = JoinServer(cfg, secret, me, node.driver.addrs_of,
+                                    lambda: format_clients(load_clients(conf_dir)))
+                host.host.set_stream_handler(JOIN_PROTOCOL, server.handle_stream)  # type: ignore[arg-type]
+            for addr in node.addrs:
+                print(f"dscluster: node listening on {addr}", flush=True)
+            print(f"dscluster: {kind} datastore, slots {node.core.table.slots_of(me)}", flush=True)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("%s: shutting down", signal.Signals(signum).name)
+                    break
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            try:
+                await ds.sync("/")
+            finally:
+                await ds.close()
+    log.info("stopped; datastore closed")
+
+
+@app.command()
+def main_command(
+    conf: Annotated[Path, typer.Option(help="Config directory.")] = Path(".dscluster"),
+    bootstrapper: Annotated[str, typer.Option(
+        help="Bootstrap node multiaddr (with /p2p/) to fetch the config from when DIR has none.",
+    )] = "",
+    identity: Annotated[str, typer.Option(
+        help="Which of the cluster's identities to join as (index or peer ID).")] = "",
+    join_secret: Annotated[str, typer.Option(help="The join secret printed by dscfg.")] = "",
+    join_secret_file: Annotated[Path | None, typer.Option(
+        help="A file holding the join secret.")] = None,
+    datastore: Annotated[str, typer.Option(
+        help="flatfs, leveldb, mongo or memory (default: the config's, leveldb).")] = "",
+    mongodb: Annotated[str, typer.Option(help="MongoDB URI for --datastore mongo.")] = "",
+    disable_delete: Annotated[bool, typer.Option(help="Refuse deletes from clients.")] = False,
+    listen: Annotated[list[str] | None, typer.Option(
+        help="Listen multiaddr (repeatable); default: the config's addresses.swarm.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    tick: Annotated[float, typer.Option(help="Seconds per gossip tick.")] = 0.5,
+) -> None:
+    """Run a ds-cluster data node."""
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise ConfigError(f"--log-level {log_level!r}: use debug, info, warning or error")
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level > logging.DEBUG:
+        logging.getLogger("libp2p").setLevel(logging.WARNING)  # its INFO is per connection
+    conf = conf.expanduser()
+    if not (conf / CONFIG_JSON).exists():
+        if not bootstrapper:
+            raise ConfigError(f"no {conf / CONFIG_JSON}: run dscfg cluster, or join with "
+                              "--bootstrapper MA --identity I --join-secret S")
+        if not identity:
+            raise ConfigError("--bootstrapper needs --identity")
+        secret = join_secret
+        if join_secret_file is not None:
+            try:
+                secret = join_secret_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{join_secret_file}: {exc.strerror}") from None
+        if not secret:
+            raise ConfigError("joining needs --join-secret or --join-secret-file")
+        trio.run(join, conf, bootstrapper, identity, secret)
+    cfg = load_node_config(conf)
+    kind = datastore or cfg.datastore.kind
+    trio.run(run, conf, cfg, kind, mongodb or cfg.datastore.mongodb_uri, list(listen or ()),
+             disable_delete, tick)
+
+
+def _user_error(exc: BaseException) -> DSClusterError | None:
+    """The DSClusterError inside an exception (group), if that is all it holds."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, DSClusterError) else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        app(args=argv, prog_name="dscluster")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        err = _user_error(exc)
+        if err is None:
+            raise
+        print(f"dscluster: error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

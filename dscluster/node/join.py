@@ -1,0 +1,204 @@
+"""The join protocol: a new node fetches its config from the bootstrap node.
+
+Theory of operation
+-------------------
+go-ds-cluster's bootstrap node hands any caller the config of identity I,
+private key included. Here the caller must first prove it holds the join
+secret, without ever sending it (one stream, CBOR maps in varint frames):
+
+  joiner -> bootstrap   {"t": "hello", "identity": "<index or peer id>"}
+  bootstrap -> joiner   {"t": "challenge", "nonce": <32 random bytes>}
+  joiner -> bootstrap   {"t": "proof", "mac": HMAC-SHA256(secret, CONTEXT |
+                          nonce | bootstrap peer id | joiner peer id | identity)}
+  bootstrap -> joiner   {"t": "config", "config": <config.json object>,
+                          "clients": [...]}      or {"t": "error", "message": ...}
+
+Both peer IDs are the Noise-authenticated ones, so a proof cannot be replayed
+to another node, by another caller, or for another identity; the nonce makes
+each proof single-use. A wrong proof gets one refusal line in the bootstrap's
+log and nothing else. The joiner writes the config (0600) and from then on
+never needs the bootstrap again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import cbor2
+import trio
+from libp2p.abc import INetStream
+
+from dscluster.config import NodeConfig, node_config_json
+from dscluster.errors import ConfigError, ProtocolError, UnauthorizedError, UnavailableError
+from dscluster.net.host import HostHandle, open_host, parse_multiaddr, parse_peer_id
+from dscluster.wire.framing import FrameDecoder, encode_frame
+from dscluster.wire.messages import JOIN_PROTOCOL
+
+log = logging.getLogger(__name__)
+
+CONTEXT = b"dscluster-join/1"
+MAX_JOIN_FRAME = 1024 * 1024
+JOIN_TIMEOUT = 10.0
+
+
+def join_proof(secret: str, nonce: bytes, server: str, joiner: str, identity: str) -> bytes:
+    msg = b"|".join([CONTEXT, nonce, server.encode(), joiner.encode(), identity.encode()])
+    return hmac.new(secret.encode(), msg, hashlib.sha256).digest()
+
+
+class _Conn:
+    """One join stream: whole CBOR maps in, whole CBOR maps out."""
+
+    def __init__(self, stream: INetStream) -> None:
+        self.stream = stream
+        self._decoder = FrameDecoder(MAX_JOIN_FRAME)
+
+    async def send(self, obj: dict[str, Any]) -> None:
+        await self.stream.write(encode_frame(cbor2.dumps(obj), MAX_JOIN_FRAME))
+
+    async def receive(self, tag: str) -> dict[str, Any]:
+        while (frame := self._decoder.next_frame()) is None:
+            data = await self.stream.read(65536)
+            if not data:
+                self._decoder.feed_eof()
+                raise ProtocolError("join stream ended early")
+            self._decoder.feed(data)
+        try:
+            obj = cbor2.loads(frame)
+        except Exception as exc:  # cbor2 raises assorted types on garbage
+            raise ProtocolError(f"join message is not CBOR: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise ProtocolError("join message is not a map")
+        if obj.get("t") == "error" and tag != "error":
+            raise UnauthorizedError(f"bootstrap node refused: {obj.get('message')}")
+        if obj.get("t") != tag:
+            raise ProtocolError(f"expected a {tag!r} join message, got {obj.get('t')!r}")
+        return obj
+
+
+class JoinServer:
+    """Serves JOIN_PROTOCOL on the bootstrap node."""
+
+    def __init__(self, config: NodeConfig, secret: str, me: str,
+                 live_addrs: Callable[[str], list[str]], clients: Callable[[], list[str]]) -> None:
+        self._config = config
+        self._secret = secret
+        self._me = me
+        self._live_addrs = live_addrs
+        self._clients = clients
+        self.refused = 0
+        self.served = 0
+
+    def _config_for(self, identity: str) -> NodeConfig:
+        ids = self._config.identity_list
+        chosen = None
+        if identity.isdigit() and int(identity) < len(ids):
+            chosen = ids[int(identity)]
+        else:
+            chosen = next((i for i in ids if i.peer_id == identity), None)
+        if chosen is None:
+            raise UnauthorizedError(f"no identity {identity!r} in this cluster")
+        if chosen.peer_id == self._me:
+            raise UnauthorizedError(f"identity {identity!r} is the bootstrap node itself")
+        nodes = tuple(replace(n, swarm=tuple(self._live_addrs(n.id)) or n.swarm)
+                      for n in self._config.nodes)
+        entry = next((n for n in nodes if n.id == chosen.peer_id), None)
+        if entry is None:
+            raise ConfigError(f"identity {identity!r} is not in the node list")
+        return replace(self._config, identity=chosen, swarm=self._config_swarm(entry.id),
+                       nodes=nodes, bootstrap_node=False, identity_list=(),
+                       join_secret_file="")
+
+    def _config_swarm(self, peer: str) -> tuple[str, ...]:
+        entry = next(n for n in self._config.nodes if n.id == peer)
+        return entry.swarm
+
+    async def handle_stream(self, stream: INetStream) -> None:
+        joiner = stream.muxed_conn.peer_id.to_base58()
+        conn = _Conn(stream)
+        try:
+            with trio.fail_after(JOIN_TIMEOUT):
+                hello = await conn.receive("hello")
+                identity = hello.get("identity")
+                if not isinstance(identity, str):
+                    raise ProtocolError("hello needs an identity string")
+                nonce = secrets.token_bytes(32)
+                await conn.send({"t": "challenge", "nonce": nonce})
+                proof = (await conn.receive("proof")).get("mac")
+                want = join_proof(self._secret, nonce, self._me, joiner, identity)
+                if not isinstance(proof, bytes) or not hmac.compare_digest(proof, want):
+                    raise UnauthorizedError("wrong join secret")
+                cfg = self._config_for(identity)
+                await conn.send({"t": "config", "config": node_config_json(cfg),
+                                 "clients": self._clients()})
+                self.served += 1
+                log.info("join: handed identity %s (%s) to %s", identity, cfg.identity.peer_id,
+                         joiner)
+                await stream.close()
+                return
+        except (UnauthorizedError, ProtocolError, ConfigError) as exc:
+            self.refused += 1
+            log.warning("join: refused %s: %s", joiner, exc)
+            try:
+                await conn.send({"t": "error", "message": str(exc)})
+            except Exception as send_exc:  # the joiner may be gone already
+                log.debug("join: could not tell %s: %r", joiner, send_exc)
+        except trio.TooSlowError:
+            self.refused += 1
+            log.warning("join: %s timed out", joiner)
+        except Exception as exc:  # the stream broke
+            log.info("join: stream from %s failed: %r", joiner, exc)
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            try:
+                await stream.reset()
+            except Exception as exc:
+                log.debug("join: reset failed: %r", exc)
+
+
+async def fetch_config(bootstrapper: str, identity: str, secret: str,
+                       timeout: float = JOIN_TIMEOUT) -> tuple[dict[str, Any], list[str]]:
+    """Ask the bootstrap node at ``bootstrapper`` (a /p2p/ multiaddr) for identity's config.
+
+    Returns (config.json object, authorized client peer IDs). UnauthorizedError
+    for a wrong secret or unknown identity, UnavailableError when unreachable.
+    """
+    parse_multiaddr(bootstrapper)
+    if "/p2p/" not in bootstrapper:
+        raise ConfigError(f"--bootstrapper {bootstrapper}: needs /p2p/<peer id>")
+    server = bootstrapper.rsplit("/p2p/", 1)[1]
+    async with open_host() as host:
+        return await _fetch(host, bootstrapper, server, identity, secret, timeout)
+
+
+async def _fetch(host: HostHandle, addr: str, server: str, identity: str, secret: str,
+                 timeout: float) -> tuple[dict[str, Any], list[str]]:
+    await host.connect(server, [addr], timeout=timeout)
+    try:
+        with trio.fail_after(timeout):
+            stream = await host.host.new_stream(parse_peer_id(server),
+                                                [JOIN_PROTOCOL])  # type: ignore[list-item]
+            conn = _Conn(stream)
+            await conn.send({"t": "hello", "identity": identity})
+            nonce = (await conn.receive("challenge")).get("nonce")
+            if not isinstance(nonce, bytes) or len(nonce) < 16:
+                raise ProtocolError("bad join challenge")
+            mac = join_proof(secret, nonce, server, host.peer_id.to_base58(), identity)
+            await conn.send({"t": "proof", "mac": mac})
+            reply = await conn.receive("config")
+    except trio.TooSlowError as exc:
+        raise UnavailableError(f"join with {server} timed out") from exc
+    except (UnauthorizedError, ProtocolError):
+        raise
+    except Exception as exc:  # stream errors from py-libp2p
+        raise UnavailableError(f"join with {server} failed: {exc!r}") from exc
+    config, clients = reply.get("config"), reply.get("clients", [])
+    if not isinstance(config, dict) or not isinstance(clients, list):
+        raise ProtocolError("bad join reply")
+    return config, [c for c in clients if isinstance(c, str)]
+
