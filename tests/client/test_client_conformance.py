@@ -1,0 +1,29 @@
+"""The shared datastore suite against ClusterClient over a live 3-node cluster."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from dsclient.client import ClusterClient
+from dscluster.datastore.base import Datastore
+from dscluster.testing.conformance import DatastoreSuite
+
+
+class ClientFactory:
+    durable = True  # the data lives in the cluster, not in the client
+
+    def __init__(self, nursery: trio.Nursery, cluster) -> None:  # type: ignore[no-untyped-def]
+        self.nursery = nursery
+        self.cluster = cluster
+
+    async def open(self) -> Datastore:
+        return await ClusterClient.start(self.nursery, self.cluster.identity,
+                                         bootstrap=self.cluster.bootstrap)
+
+
+class TestClusterClient(DatastoreSuite):
+    @pytest.fixture
+    async def ds_factory(self, nursery, live_cluster):  # type: ignore[no-untyped-def]
+        await live_cluster.async_wipe()
+        return ClientFactory(nursery, live_cluster)
