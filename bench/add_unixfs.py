@@ -12,10 +12,7 @@ Prints MB/s for each and our ratio to Kubo, and checks both gave one CID.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,8 +20,8 @@ from pathlib import Path
 import trio
 
 from dsclient.unixfs import MemoryBlockStore, add_path, cat
+from dscluster.testing.kubo import run_kubo
 
-ORACLE = Path(__file__).resolve().parent.parent / "tests" / "unixfs" / "kubo_oracle.py"
 KUBO_TIMEOUT = 300  # seconds
 
 
@@ -52,18 +49,10 @@ async def ours(path: Path) -> tuple[str, float, float]:
 
 
 def kubo(path: Path, workdir: Path) -> tuple[str, float]:
-    proc = subprocess.run(
-        [sys.executable, str(ORACLE), str(workdir / "repo"), "--bench", str(path)],
-        cwd=workdir,  # Kubo writes kubo.log into its working directory
-        capture_output=True,
-        text=True,
-        timeout=KUBO_TIMEOUT,
-    )
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line.removeprefix("RESULT "))
-            return str(result["cid"]), float(result["seconds"])
-    raise RuntimeError(f"Kubo failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    """Kubo's CID for the file and the seconds it took, timed inside the child."""
+    plan = {"start": "offline", "predict": [str(path)]}
+    result = run_kubo(plan, workdir, timeout=KUBO_TIMEOUT)[0]
+    return str(result["cid"]), float(result["seconds"])
 
 
 def main() -> None:

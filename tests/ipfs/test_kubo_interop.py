@@ -11,8 +11,9 @@ from dscluster.blocks import block_key
 from dscluster.datastore.flatfs import FlatfsDatastore
 from dscluster.datastore.memory import MemoryDatastore
 from dscluster.errors import NotFoundError
+from dscluster.testing.kubo import open_kubo
 from ipfs_plugin.node import open_node, serve
-from tests.ipfs.helpers import build_file, flatfs_blocks, kubo, leaf_file, read_file
+from tests.ipfs.helpers import build_file, flatfs_blocks, leaf_file, read_file
 
 MiB = 1024 * 1024
 
@@ -40,7 +41,7 @@ async def test_kubo_downloads_files_from_our_node(tmp_path, nursery):
         "connect": [addr],
         "download": [[str(dag.root), str(tmp_path / name)] for name, dag in files.items()],
     }
-    async with kubo(plan, tmp_path, timeout=60) as child:
+    async with open_kubo(plan, tmp_path, timeout=60) as child:
         await child.result()  # Kubo's own addresses
         assert (await child.result())["ok"], "Kubo could not connect to our node"
         for name in files:
@@ -59,7 +60,7 @@ async def test_we_fetch_a_dag_kubo_added(tmp_path):
     big = await build_file(big_content, chunk=MiB, raw_leaves=True)
     plan = {"blocks": flatfs_blocks(big), "add": [str(tmp_path / "added.bin")], "wait_stdin": True}
     store = MemoryDatastore()
-    async with kubo(plan, tmp_path, timeout=60) as child:
+    async with open_kubo(plan, tmp_path, timeout=60) as child:
         kubo_addr = await child.multiaddr()
         added_cid = (await child.result())["cid"]
         async with open_node(store) as node:

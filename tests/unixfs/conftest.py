@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from dscluster.testing.kubo import run_kubo
+
 CHUNK = 262144
-ORACLE = Path(__file__).with_name("kubo_oracle.py")
 ORACLE_TIMEOUT = 120  # seconds; Kubo itself has none
 
 # Sizes around the chunk and first layer boundaries of Kubo's default layout.
@@ -78,32 +76,14 @@ def _write_tree(root: Path) -> list[str]:
     return names
 
 
-def run_oracle(workdir: Path, args: list[str]) -> list[dict[str, object]]:
-    """Run kubo_oracle.py with cwd=workdir under a hard timeout; its RESULT lines as dicts."""
-    proc = subprocess.run(
-        [sys.executable, str(ORACLE), str(workdir / "repo"), *args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=ORACLE_TIMEOUT,  # subprocess.run kills the child by PID on expiry
-    )
-    results = [
-        json.loads(line.removeprefix("RESULT "))
-        for line in proc.stdout.splitlines()
-        if line.startswith("RESULT ")
-    ]
-    if proc.returncode != 0 or not results:
-        raise RuntimeError(f"Kubo oracle failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return results
-
-
 @pytest.fixture(scope="session")
 def kubo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     root = tmp_path_factory.mktemp("unixfs-corpus")
     names = _write_tree(root)
     work = tmp_path_factory.mktemp("kubo-oracle")
-    results = run_oracle(work, [str(root / name) for name in names])
-    cids = {Path(str(r["path"])).name: str(r["cid"]) for r in results if r["cid"]}
+    plan = {"start": "offline", "predict": [str(root / name) for name in names]}
+    results = run_kubo(plan, work, timeout=ORACLE_TIMEOUT)
+    cids = {Path(r["predicted"]).name: str(r["cid"]) for r in results if r.get("cid")}
     missing = set(names) - set(cids)
     if missing:
         raise RuntimeError(f"Kubo gave no CID for {sorted(missing)}")
