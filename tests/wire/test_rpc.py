@@ -278,3 +278,26 @@ async def test_unreachable_peer_is_unavailable_naming_it():
         async with open_host() as b, open_rpc_client(b.host, FAST) as client:
             with pytest.raises(errors.UnavailableError, match=dead.peer_id_str):
                 await client.call(dead.peer_id, PROTO, m.Get(0, "/k"), timeout=5)
+
+
+class BigService(DictService):
+    async def handle(self, peer, req):
+        if isinstance(req, m.Get) and req.key == "/big":
+            return m.Ok(req.id, b"x" * 2048)
+        return await super().handle(peer, req)
+
+
+async def test_oversized_request_and_answer_are_bad_requests_not_broken_streams():
+    svc = BigService()
+    svc.data["/k"] = b"v"
+    limits = RpcLimits(max_frame_size=1024)
+    with trio.fail_after(30):
+        async with open_host() as a, open_host() as b, serve_rpc(a.host, PROTO, svc, limits) as srv:
+            await b.connect(a.peer_id, a.addrs)
+            async with open_rpc_client(b.host, limits) as client:
+                with pytest.raises(errors.BadRequestError, match="exceeds the frame limit"):
+                    await client.call(a.peer_id, PROTO, m.Put(0, "/k", b"y" * 2000))
+                with pytest.raises(errors.BadRequestError, match="exceeds the frame limit"):
+                    await client.call(a.peer_id, PROTO, m.Get(0, "/big"))
+                assert (await client.call(a.peer_id, PROTO, m.Get(0, "/k"))).value == b"v"
+                assert srv.streams_accepted == 1 and srv.protocol_errors == 0
