@@ -1,0 +1,96 @@
+"""ClusterClient behaviour that needs live nodes: coalescing, stale tables, migrations."""
+
+from __future__ import annotations
+
+import trio
+
+from dsclient.client import ClusterClient, open_cluster_client
+from dsclient.routing import RoutingTable
+from dscluster.core.slots import SlotSet, key_slot
+
+
+def keys_in_slot(slot: int, n: int, prefix: str = "/mig/") -> list[str]:
+    out, i = [], 0
+    while len(out) < n:
+        k = f"{prefix}{i}"
+        if key_slot(k) == slot:
+            out.append(k)
+        i += 1
+    return out
+
+
+async def test_concurrent_gets_travel_in_few_messages(live_cluster):
+    with trio.fail_after(60):
+        async with open_cluster_client(live_cluster.identity,
+                                       bootstrap=live_cluster.bootstrap) as client:
+            keys = [f"/coalesce/{i}" for i in range(64)]
+            batch = await client.batch()
+            for k in keys:
+                batch.put(k, k.encode() * 200)
+            await batch.commit()
+            before = client.messages_sent
+            got: dict[str, bytes] = {}
+
+            async def get(k: str) -> None:
+                got[k] = await client.get(k)
+
+            async with trio.open_nursery() as nursery:
+                for k in keys:
+                    nursery.start_soon(get, k)
+            assert got == {k: k.encode() * 200 for k in keys}
+            messages = client.messages_sent - before
+            # One message per node would be ideal; far fewer than one per get is the point.
+            assert 3 <= messages <= 16, messages
+
+
+async def test_stale_table_follows_moved(live_cluster):
+    with trio.fail_after(60):
+        async with open_cluster_client(live_cluster.identity,
+                                       bootstrap=live_cluster.bootstrap) as client:
+            keys = [f"/stale/{i}" for i in range(100)]
+            for k in keys:
+                await client.put(k, b"v" + k.encode())
+            right = {k: client.table.owner_of(k) for k in keys}
+        # A table claiming that one node serves every slot: most answers are MOVED.
+        wrong = RoutingTable()
+        first = live_cluster.cluster.nodes[0]
+        wrong.apply_node_info(first.peer_id, first.host.listen_addrs, [(0, 16383)])
+        for node in live_cluster.cluster.nodes[1:]:
+            wrong.add_node(node.peer_id, node.host.listen_addrs)
+        async with trio.open_nursery() as nursery:
+            client = await ClusterClient.start(nursery, live_cluster.identity, table=wrong)
+            # start() refreshed the table from the nodes: it is right again.
+            assert {k: client.table.owner_of(k) for k in keys} == right
+            # Now break it after start, and use it.
+            client.table.apply_node_info(first.peer_id, first.host.listen_addrs, [(0, 16383)])
+            for k in keys:
+                assert await client.get(k) == b"v" + k.encode()
+            assert {k: client.table.owner_of(k) for k in keys} == right
+            await client.close()
+
+
+async def test_client_with_stale_table_after_a_migration(live_cluster):
+    cluster = live_cluster.cluster
+    with trio.fail_after(90):
+        async with open_cluster_client(live_cluster.identity,
+                                       bootstrap=live_cluster.bootstrap) as client:
+            slot = key_slot("/mig/seed")
+            keys = keys_in_slot(slot, 30)
+            for k in keys:
+                await client.put(k, k.encode())
+            source = cluster.owner_of(keys[0])
+            target = next(n for n in cluster.nodes if n is not source)
+
+            async def migrate_and_wait() -> None:
+                await source.start_migration(SlotSet.of([(slot, slot)]), target.peer_id)
+                while not all(n.core.table.owner(slot) == target.peer_id
+                              for n in cluster.nodes) or source.core.migrations:
+                    await trio.sleep(0.05)
+
+            await live_cluster.async_call(migrate_and_wait)
+            assert client.table.owner(slot) == source.peer_id  # stale on purpose
+            for k in keys:
+                assert await client.get(k) == k.encode()
+            assert client.table.owner(slot) == target.peer_id
+            await client.put(keys[0], b"after")
+            assert await live_cluster.async_call(target.datastore.get, keys[0]) == b"after"
