@@ -41,7 +41,6 @@ object, "epoch" defaults to 0, "swarm" may be one string, "role" defaults to
 
 from __future__ import annotations
 
-import bisect
 import enum
 import hashlib
 import itertools
@@ -135,6 +134,7 @@ class SlotTable:
         self._runs_cache: list[Run] | None = None
         self._max_epoch: int | None = None
         self._digest: TableDigest | None = None
+        self._unknown = self._claims.count(UNKNOWN)
 
     # -- construction ---------------------------------------------------------
 
@@ -159,6 +159,7 @@ class SlotTable:
         other._bucket_cache = list(self._bucket_cache)
         other._runs_cache = self._runs_cache
         other._max_epoch = self._max_epoch
+        other._digest = self._digest
         return other
 
     # -- queries ----------------------------------------------------------------
@@ -190,7 +191,7 @@ class SlotTable:
         return counts
 
     def is_complete(self) -> bool:
-        return all(owner for _, _, _, owner in self._all_runs())
+        return self._unknown == 0
 
     def data_nodes(self) -> list[str]:
         return sorted(n.id for n in self.nodes.values() if n.role is NodeRole.DATA)
@@ -207,39 +208,32 @@ class SlotTable:
 
     def runs(self, buckets: Iterable[int] | None = None) -> list[Run]:
         """Consecutive equal claims as (start, end, epoch, owner), optionally of some buckets."""
-        all_runs = self._all_runs()
         if buckets is None:
-            return list(all_runs)
-        starts = [r[0] for r in all_runs]
+            return list(self._all_runs())
         out: list[Run] = []
         for b in sorted(set(buckets)):
-            lo, hi = b * BUCKET_SIZE, (b + 1) * BUCKET_SIZE - 1
-            i = bisect.bisect_right(starts, lo) - 1
-            while i < len(starts) and starts[i] <= hi:
-                start, end, epoch, owner = all_runs[i]
-                out.append((max(start, lo), min(end, hi), epoch, owner))
-                i += 1
+            out.extend(_runs_of(self._claims, b * BUCKET_SIZE, (b + 1) * BUCKET_SIZE))
         return out
 
     def _all_runs(self) -> list[Run]:
         if self._runs_cache is None:
-            runs: list[Run] = []
-            start = 0
-            for claim, group in itertools.groupby(self._claims):
-                size = sum(1 for _ in group)
-                runs.append((start, start + size - 1, claim[0], claim[1]))
-                start += size
-            self._runs_cache = runs
+            self._runs_cache = _runs_of(self._claims, 0, SLOT_COUNT)
         return self._runs_cache
 
     # -- mutation -----------------------------------------------------------------
 
     def _set(self, slot: int, claim: Claim) -> None:
+        """Raise one slot's claim (merge and the migration flip only ever raise claims)."""
+        old = self._claims[slot]
         self._claims[slot] = claim
+        self._unknown += (claim == UNKNOWN) - (old == UNKNOWN)
         self._bucket_cache[slot // BUCKET_SIZE] = None
         self._digest = None
         self._runs_cache = None
-        self._max_epoch = None
+        if self._max_epoch is not None and claim[0] >= old[0]:
+            self._max_epoch = max(self._max_epoch, claim[0])
+        else:
+            self._max_epoch = None
 
     def assign(self, slots: SlotSet, claim: Claim) -> None:
         """Take a claim authoritatively (the migration flip); caller chose a fresh epoch."""
@@ -282,7 +276,8 @@ class SlotTable:
     def _bucket_hash(self, bucket: int) -> bytes:
         cached = self._bucket_cache[bucket]
         if cached is None:
-            text = ";".join(f"{a},{b},{e},{o}" for a, b, e, o in self.runs([bucket]))
+            lo = bucket * BUCKET_SIZE
+            text = repr(self._claims[lo:lo + BUCKET_SIZE])  # ints and str: stable everywhere
             cached = self._bucket_cache[bucket] = _hash(text.encode())
         return cached
 
@@ -368,6 +363,16 @@ class SlotTable:
         if len({i.id for i in infos}) != len(infos):
             raise ConfigError("config lists a node id twice")
         return cls([c for c in claims if c is not None], infos)
+
+
+def _runs_of(claims: list[Claim], lo: int, hi: int) -> list[Run]:
+    runs: list[Run] = []
+    start = lo
+    for claim, group in itertools.groupby(claims[lo:hi]):
+        size = len(list(group))
+        runs.append((start, start + size - 1, claim[0], claim[1]))
+        start += size
+    return runs
 
 
 def _config_node(entry: Any) -> tuple[str, list[tuple[int, int, int]], tuple[str, ...], NodeRole]:
