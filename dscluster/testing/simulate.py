@@ -39,6 +39,7 @@ Run: python -m dscluster.testing.simulate --seeds 20000 [--start S] [--verbose]
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import sys
 import time
@@ -511,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.verbose else logging.ERROR)
     began = time.monotonic()
     totals: dict[str, int] = {}
     for seed in range(args.start, args.start + args.seeds):
