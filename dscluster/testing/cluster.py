@@ -14,13 +14,19 @@ starts them; see that class.
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+import trio
+
 from dscluster.core.gossip import GossipConfig
 from dscluster.core.slots import key_slot
-from dscluster.core.table import SlotTable
+from dscluster.core.table import NodeInfo, NodeRole, SlotTable
 from dscluster.datastore import Datastore, MemoryDatastore
 from dscluster.errors import AskError, MovedError
 from dscluster.net.host import HostHandle, Identity, open_host, parse_peer_id
@@ -49,9 +55,13 @@ async def local_cluster(
     base_dir: str | os.PathLike[str], n: int = 3, *,
     datastore: Callable[[int], Datastore] | None = None,
     tick_interval: float = 0.1, gossip: GossipConfig = FAST_GOSSIP,
-    identities: Sequence[Identity] | None = None,
+    identities: Sequence[Identity] | None = None, extra_members: Sequence[str] = (),
 ) -> AsyncIterator[InProcessCluster]:
-    """N running nodes on loopback; a client identity is authorized read-write."""
+    """N running nodes on loopback; a client identity is authorized read-write.
+
+    ``extra_members`` are peer IDs listed as slot-less members without a
+    running node (a test host can then speak gossip as a member).
+    """
     identities = list(identities or [Identity.generate() for _ in range(n)])
     client = Identity.generate()
     async with AsyncExitStack() as stack:
@@ -60,6 +70,7 @@ async def local_cluster(
         ids = [h.peer_id.to_base58() for h in hosts]
         table = SlotTable.initial(ids, {pid: h.listen_addrs for pid, h in zip(ids, hosts,
                                                                                strict=True)})
+        table.merge_nodes([NodeInfo(m, (), NodeRole.DATA, 1) for m in extra_members])
         nodes = []
         for i, host in enumerate(hosts):
             conf = os.path.join(os.fspath(base_dir), f"node{i}")
@@ -124,3 +135,127 @@ async def store_client(identity: Identity, table: SlotTable) -> AsyncIterator[St
         yield StoreClient(host, rpc, table)
 
 
+
+
+# -- real processes ---------------------------------------------------------------------
+
+
+class ProcessCluster:
+    """N ``dscluster`` processes started as go-ds-cluster's README starts them.
+
+    ``dscfg cluster -n N DIR/n0`` writes the bootstrap config; a clients file
+    authorizes ``client_identity``; node 0 starts from its config and nodes
+    1..N-1 join with ``--bootstrapper --identity --join-secret``. Each node's
+    stdout/stderr go to DIR/n<i>.out / DIR/n<i>.log. Use ``async with``.
+    """
+
+    def __init__(self, base_dir: str | os.PathLike[str], n: int = 3, *,
+                 datastore: str = "leveldb", tick: float = 0.2,
+                 extra_args: Sequence[str] = ()) -> None:
+        self.base = os.fspath(base_dir)
+        self.n = n
+        self.datastore = datastore
+        self.tick = tick
+        self.extra_args = list(extra_args)
+        self.client_identity = Identity.generate()
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
+        self.bootstrap_addr = ""
+        self.secret = ""
+        self.table: SlotTable | None = None
+
+    def conf(self, i: int) -> str:
+        return os.path.join(self.base, f"n{i}")
+
+    def peer_id(self, i: int) -> str:
+        from dscluster.config import load_node_config
+
+        return load_node_config(self.conf(i)).identity.peer_id
+
+    def log_path(self, i: int) -> str:
+        return os.path.join(self.base, f"n{i}.log")
+
+    def log_text(self, i: int) -> str:
+        with open(self.log_path(i), encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    async def __aenter__(self) -> ProcessCluster:
+        out = subprocess.run([_script("dscfg"), "cluster", f"--cluster-node-number={self.n}",
+                              self.conf(0)], check=True, capture_output=True, text=True)
+        lines = out.stdout.splitlines()
+        self.bootstrap_addr = lines[0].strip()
+        self.secret = lines[1].split(":", 1)[1].strip()
+        with open(os.path.join(self.conf(0), "clients"), "w", encoding="utf-8") as f:
+            f.write(f"{self.client_identity.peer_id_str}\n")
+        await self.start(0)
+        for i in range(1, self.n):
+            await self.start(i)
+        from dscluster.cli import table_of
+        from dscluster.config import load_node_config
+
+        self.table = table_of(load_node_config(self.conf(0)))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for i in range(self.n):
+            self.stop(i)
+
+    def command(self, i: int) -> list[str]:
+        cmd = [_script("dscluster"), "--conf", self.conf(i), "--datastore", self.datastore,
+               "--tick", str(self.tick), *self.extra_args]
+        if i and not os.path.exists(os.path.join(self.conf(i), "config.json")):
+            cmd += ["--bootstrapper", self.bootstrap_addr, "--identity", str(i),
+                    "--join-secret", self.secret]
+        return cmd
+
+    async def start(self, i: int, timeout: float = 30) -> None:
+        """Start node i and wait until it prints its listening address."""
+        out_path = os.path.join(self.base, f"n{i}.out")
+        with open(out_path, "wb") as out, open(self.log_path(i), "ab") as err:
+            self.procs[i] = subprocess.Popen(self.command(i), stdout=out, stderr=err)
+        with trio.fail_after(timeout):
+            while True:
+                with open(out_path, encoding="utf-8", errors="replace") as f:
+                    if "node listening on" in f.read():
+                        return
+                proc = self.procs[i]
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"node {i} exited with {proc.returncode}: "
+                                       f"{self.log_text(i)[-2000:]}")
+                await trio.sleep(0.05)
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[i]
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(timeout=20)
+
+    def stop(self, i: int) -> int | None:
+        """SIGTERM and wait (SIGKILL after 20 s); returns the exit status."""
+        proc = self.procs[i]
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    async def wait_for_log(self, i: int, *texts: str, timeout: float = 30,
+                           after: int = 0) -> str:
+        """Wait until node i's log holds one of ``texts`` past offset ``after``; returns it."""
+        with trio.fail_after(timeout):
+            while True:
+                log_text = self.log_text(i)[after:]
+                for text in texts:
+                    if text in log_text:
+                        return text
+                await trio.sleep(0.1)
+
+
+def _script(name: str) -> str:
+    """The console script next to this interpreter (the venv's), else on PATH."""
+    candidate = os.path.join(os.path.dirname(sys.executable), name)
+    return candidate if os.path.exists(candidate) else (shutil.which(name) or name)
