@@ -97,24 +97,37 @@ class Datastore(abc.ABC):
 
     # -- public API: validation lives here, once ------------------------------
 
+    # get/has/get_size/put/delete spell out _check: they are the hot path, and
+    # a local backend's whole call costs a few microseconds.
+
     async def get(self, key: Key | str) -> bytes:
-        k = self._check(key)
+        k = as_key(key)  # bad keys are reported before a closed store, like Go
+        if self._closed:
+            self._check_open()
         return await self._get(k)
 
     async def has(self, key: Key | str) -> bool:
-        k = self._check(key)
+        k = as_key(key)
+        if self._closed:
+            self._check_open()
         return await self._has(k)
 
     async def get_size(self, key: Key | str) -> int:
-        k = self._check(key)
+        k = as_key(key)
+        if self._closed:
+            self._check_open()
         return await self._get_size(k)
 
     async def put(self, key: Key | str, value: bytes) -> None:
-        k = self._check(key)
-        await self._put(k, as_value(value))
+        k = as_key(key)
+        if self._closed:
+            self._check_open()
+        await self._put(k, value if type(value) is bytes else as_value(value))
 
     async def delete(self, key: Key | str) -> None:
-        k = self._check(key)
+        k = as_key(key)
+        if self._closed:
+            self._check_open()
         await self._delete(k)
 
     async def query(self, q: Query | None = None) -> Results:
@@ -262,6 +275,33 @@ class BlockingDatastore(Datastore):
         pass
 
     # -- the async side ----------------------------------------------------------
+
+    # Reads named in inline_ops skip the _get coroutine layer: for LevelDB a
+    # get is about 1.5 us, so each frame on the way costs a measurable share.
+
+    async def get(self, key: Key | str) -> bytes:
+        k = as_key(key)
+        if self._closed:
+            self._check_open()
+        if "get" in self.inline_ops:
+            return self.get_blocking(k)
+        return await self._call("get", self.get_blocking, k)
+
+    async def has(self, key: Key | str) -> bool:
+        k = as_key(key)
+        if self._closed:
+            self._check_open()
+        if "has" in self.inline_ops:
+            return self.has_blocking(k)
+        return await self._call("has", self.has_blocking, k)
+
+    async def get_size(self, key: Key | str) -> int:
+        k = as_key(key)
+        if self._closed:
+            self._check_open()
+        if "get_size" in self.inline_ops:
+            return self.get_size_blocking(k)
+        return await self._call("get_size", self.get_size_blocking, k)
 
     async def _call(self, op: str, fn: Callable[..., T], *args: Any) -> T:
         if op in self.inline_ops:

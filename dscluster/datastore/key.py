@@ -18,7 +18,7 @@ import functools
 
 from dscluster.errors import BadKeyError
 
-__all__ = ["Key", "as_key", "clean_path", "namespace_type", "namespace_value"]
+__all__ = ["Key", "as_key", "clean_path", "is_clean", "namespace_type", "namespace_value"]
 
 
 def clean_path(s: str) -> str:
@@ -33,6 +33,16 @@ def clean_path(s: str) -> str:
             continue
         parts.append(part)
     return "/" + "/".join(parts)
+
+
+def is_clean(s: str) -> bool:
+    """Whether ``clean_path(s) == s``, in a few substring scans rather than a split and join.
+
+    A rooted string with no empty, "." or ".." element is already clean; every
+    such element shows up as "//", "/." or a trailing "/" (names that merely
+    start with "." fall to the full cleaning, which keeps them).
+    """
+    return s[:1] == "/" and "//" not in s and "/." not in s and (s[-1] != "/" or s == "/")
 
 
 def namespace_type(namespace: str) -> str:
@@ -61,9 +71,10 @@ class Key:
 
     def __init__(self, s: str | Key = "") -> None:
         if isinstance(s, Key):
-            object.__setattr__(self, "_s", s._s)
+            _set_s(self, s._s)
             return
-        object.__setattr__(self, "_s", clean_path(_require_str(s)))
+        s = _require_str(s)
+        _set_s(self, s if is_clean(s) else clean_path(s))
 
     @classmethod
     def raw(cls, s: str) -> Key:
@@ -72,7 +83,7 @@ class Key:
         if not s.startswith("/") or (len(s) > 1 and s.endswith("/")):
             raise BadKeyError(f"raw key must start with '/' and not end with '/': {s!r}")
         key = object.__new__(cls)
-        object.__setattr__(key, "_s", s)
+        _set_s(key, s)
         return key
 
     @classmethod
@@ -167,8 +178,18 @@ class Key:
         return len(self.namespaces()) == 1
 
 
+# Keys are made on every datastore call: the slot's own setter is the cheapest
+# way past Key.__setattr__ (which forbids mutation), and as_key skips __init__.
+_set_s = Key._s.__set__  # type: ignore[attr-defined]
+_new_key = object.__new__
+
+
 def as_key(key: object) -> Key:
     """A Key from a Key or a str (cleaned); anything else is a BadKeyError."""
+    if type(key) is str:  # the common case, first and without Key.__init__
+        k = _new_key(Key)
+        _set_s(k, key if is_clean(key) else clean_path(key))
+        return k
     if isinstance(key, Key):
         return key
     if isinstance(key, str):

@@ -122,21 +122,15 @@ class LevelDatastore(BlockingDatastore):
     def close_blocking(self) -> None:
         self._db.close()
 
-    # -- async side: reads inline, writes inline when cheap ------------------
-    async def _get(self, key: Key) -> bytes:
-        return self.get_blocking(key)  # direct: this path is a few microseconds
-
-    async def _has(self, key: Key) -> bool:
-        return self._db.get(key.bytes()) is not None
-
+    # -- async side: writes inline when cheap (reads: inline_ops) ------------
     def _offload(self, nbytes: int) -> bool:
         return self.sync_writes or nbytes >= OFFLOAD_BYTES
 
     async def _put(self, key: Key, value: bytes) -> None:
-        if self._offload(len(value)):
+        if self.sync_writes or len(value) >= OFFLOAD_BYTES:
             await self._call("put", self.put_blocking, key, value)
         else:
-            self.put_blocking(key, value)
+            self._db.put(key.bytes(), value)
 
     async def _delete(self, key: Key) -> None:
         if self.sync_writes:

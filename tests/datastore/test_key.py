@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dscluster.datastore.key import Key, as_key
+from dscluster.datastore.key import Key, as_key, clean_path, is_clean
 from dscluster.errors import BadKeyError
 
 
@@ -146,3 +146,21 @@ def test_order_is_namespace_wise(keys: list[Key]) -> None:
     for a in keys:
         for b in keys:
             assert (a < b) + (b < a) + (a == b) == 1
+
+
+@given(st.text(alphabet="/.ab:", max_size=12))
+def test_clean_fast_path_agrees_with_full_cleaning(s):
+    # is_clean lets Key and as_key skip cleaning: it must never accept a string cleaning changes
+    if is_clean(s):
+        assert clean_path(s) == s
+    assert str(as_key(s)) == str(Key(s)) == clean_path(s)
+    assert is_clean(clean_path(s)) or "/." in clean_path(s)  # only dot-names take the slow path
+
+
+def test_keys_from_str_subclasses_and_keys():
+    class Name(str):
+        pass
+
+    assert as_key(Name("a//b")) == Key("/a/b")
+    k = Key("/x")
+    assert as_key(k) is k
