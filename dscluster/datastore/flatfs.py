@@ -241,6 +241,22 @@ class FlatfsFiles:
         os.replace(tmp, path)
         self._add_usage(size - old)
 
+    def put_one(self, name: str, value: bytes) -> None:
+        """``apply({name: value}, set())`` without the bookkeeping of a batch (the common put)."""
+        directory, path = self.path_of(name)
+        new_dir = self._make_dir(directory)
+        tmp = self._write_temp(value)
+        try:
+            if new_dir and self.sync:
+                _fsync_dir(self.root)
+            self._rename_into(tmp, path, len(value))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if self.sync:
+            _fsync_dir(directory)
+
     def apply(self, puts: dict[str, bytes], deletes: set[str]) -> None:
         """Write puts and remove deletes (names, disjoint), with one round of syncs."""
         dirs_to_sync: set[str] = set()
@@ -372,7 +388,7 @@ class FlatfsDatastore(BlockingDatastore):
         return size
 
     def put_blocking(self, key: Key, value: bytes) -> None:
-        self._files.apply({key_name(str(key)): value}, set())
+        self._files.put_one(key_name(str(key)), value)
 
     def delete_blocking(self, key: Key) -> None:
         text = str(key)
