@@ -24,7 +24,8 @@ This module is the one place where the wire meets trio and py-libp2p:
   failed never reached the peer and is retried once on a fresh stream.
 - ``RpcServer`` reads requests, runs each in its own task (bounded per
   stream; beyond the bound it answers ``unavailable`` without blocking the
-  reader), writes answers, and maps handler exceptions to error codes. A
+  reader), caps the streams one peer may hold open, writes answers, and
+  maps handler exceptions to error codes. A
   malformed, oversized or unexpected frame logs a warning and resets THAT
   stream only. Handlers receive the Noise-authenticated remote peer ID, so the
   service decides authorization.
@@ -72,6 +73,7 @@ class RpcLimits:
 
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     max_in_flight: int = 64  # requests per stream
+    max_streams_per_peer: int = 16  # server: streams of one protocol from one peer
     request_timeout: float = 30.0  # client: a whole call
     handler_timeout: float = 30.0  # server: one request, or one query chunk
     frame_timeout: float = 10.0  # a frame that has started must complete within this
@@ -199,6 +201,7 @@ class RpcServer:
         self.service = service
         self.limits = limits
         self._scopes: set[trio.CancelScope] = set()
+        self._streams_of: dict[ID, int] = {}
         self.streams_accepted = 0
         self.protocol_errors = 0  # streams reset for breaking the protocol
 
@@ -206,6 +209,12 @@ class RpcServer:
         """py-libp2p's stream handler: runs in the host's task for this stream."""
         fs = FramedStream(stream, self.limits)
         peer = fs.peer
+        if self._streams_of.get(peer, 0) >= self.limits.max_streams_per_peer:
+            log.warning("%s: %s already has %d streams open; refusing another",
+                        self.protocol, peer, self.limits.max_streams_per_peer)
+            await fs.reset()
+            return
+        self._streams_of[peer] = self._streams_of.get(peer, 0) + 1
         self.streams_accepted += 1
         ok = False
         with trio.CancelScope() as scope:
@@ -218,6 +227,9 @@ class RpcServer:
                         nursery.cancel_scope.cancel()
             finally:
                 self._scopes.discard(scope)
+                self._streams_of[peer] -= 1
+                if not self._streams_of[peer]:
+                    del self._streams_of[peer]
         if ok:
             await fs.close()
         else:

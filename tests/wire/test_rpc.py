@@ -301,3 +301,37 @@ async def test_oversized_request_and_answer_are_bad_requests_not_broken_streams(
                     await client.call(a.peer_id, PROTO, m.Get(0, "/big"))
                 assert (await client.call(a.peer_id, PROTO, m.Get(0, "/k"))).value == b"v"
                 assert srv.streams_accepted == 1 and srv.protocol_errors == 0
+
+
+async def test_streams_per_peer_are_capped():
+    svc = DictService()
+    svc.data["/k"] = b"v"
+    limits = RpcLimits(max_streams_per_peer=2)
+    with trio.fail_after(30):
+        async with open_host() as a, open_host() as b, serve_rpc(a.host, PROTO, svc, limits) as srv:
+            await b.connect(a.peer_id, a.addrs)
+            first = await b.host.new_stream(a.peer_id, [PROTO])
+            second = await b.host.new_stream(a.peer_id, [PROTO])
+            try:  # the reset may overtake the negotiation answer: then opening fails
+                third = await b.host.new_stream(a.peer_id, [PROTO])
+            except Exception:
+                pass
+            else:
+                assert await _raw_stream_is_closed(third)
+            assert srv.streams_accepted == 2  # the third was refused by the cap
+            frame = encode_frame(m.Get(1, "/k").encode())
+            for stream in (first, second):
+                await stream.write(frame)
+                assert m.decode((await stream.read(1024))[1:]) == m.Ok(1, b"v")
+            await first.close()
+            reply = b""
+            while not reply:  # a slot is free again once the first stream is done
+                await trio.sleep(0.05)
+                try:
+                    fourth = await b.host.new_stream(a.peer_id, [PROTO])
+                    await fourth.write(frame)
+                    reply = await fourth.read(1024)
+                except Exception:
+                    continue  # refused: the first stream was not yet closed on the server
+            assert m.decode(reply[1:]) == m.Ok(1, b"v")
+            assert srv.streams_accepted >= 3
