@@ -180,7 +180,7 @@ class Key:
 
 # Keys are made on every datastore call: the slot's own setter is the cheapest
 # way past Key.__setattr__ (which forbids mutation), and as_key skips __init__.
-_set_s = Key._s.__set__  # type: ignore[attr-defined]
+_set_s = Key._s.__set__  # type: ignore[attr-defined,misc]
 _new_key = object.__new__
 
 
