@@ -25,7 +25,6 @@ test-slow: install
 
 lint: install
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check dscluster/core dscluster/wire || true
 	$(PY) -m mypy dscluster/core dscluster/wire
 
 run: install
