@@ -26,7 +26,7 @@ from libp2p.abc import INetStream
 from dscluster.core import messages as core_messages
 from dscluster.core.messages import Message
 from dscluster.errors import BadRequestError, ProtocolError, UnavailableError
-from dscluster.net.host import HostHandle, parse_peer_id
+from dscluster.net.host import HostHandle, parse_peer_id, prepare_dial
 from dscluster.node.driver import CoreDriver
 from dscluster.wire.framing import FrameDecoder, encode_frame
 from dscluster.wire.messages import GOSSIP_PROTOCOL
@@ -112,16 +112,10 @@ class GossipLinks:
         host = self._host.host
         try:
             with trio.fail_after(5):
-                try:
-                    return await host.new_stream(pid, [GOSSIP_PROTOCOL])  # type: ignore[list-item]
-                except Exception:
-                    if not host.get_network().get_connections(pid):
-                        raise
-                    # py-libp2p may still list a dead connection (the peer restarted).
-                    await host.disconnect(pid)
-                    if addrs:
-                        await self._host.connect(pid, addrs, timeout=5)
-                    return await host.new_stream(pid, [GOSSIP_PROTOCOL])  # type: ignore[list-item]
+                # Never disconnect here on a failed stream: the connection also
+                # carries store RPCs. prepare_dial drops it only when it is dead.
+                await prepare_dial(host, pid)
+                return await host.new_stream(pid, [GOSSIP_PROTOCOL])  # type: ignore[list-item]
         except trio.TooSlowError as exc:
             raise UnavailableError(f"opening gossip to {peer} timed out") from exc
         except Exception as exc:  # py-libp2p raises assorted types
