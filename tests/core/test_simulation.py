@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from dscluster.core import routing
-from dscluster.testing.simulate import InvariantViolation, World, run_seed
+from dscluster.testing.simulate import InvariantViolation, World, main, outcomes, run_seed
 
 SEEDS = 200
 
@@ -55,3 +55,31 @@ def test_a_broken_routing_rule_is_caught(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_two_thousand_more_seeds_with_the_full_fault_phase() -> None:
     for seed in range(SEEDS, SEEDS + 2000):
         run_seed(seed)
+
+
+def test_a_pool_of_workers_gives_the_same_outcomes_in_seed_order(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--jobs 2 runs seeds in worker processes; results match the in-process run, seed by seed."""
+    pooled = list(outcomes(range(30, 34), jobs=2, verbose=False))
+    alone = list(outcomes(range(30, 34), jobs=1, verbose=False))
+    assert [o.seed for o in pooled] == [30, 31, 32, 33]
+    assert pooled == alone
+    assert main(["--seeds", "3", "--start", "30", "--jobs", "2", "--progress", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert "3 seeds passed" in out and "2 jobs" in out
+    assert "simulate: 1/3 seeds" in err and "0 failed" in err  # progress goes to stderr
+
+
+def test_a_failing_seed_stops_the_run_with_its_replay_command(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def serve_everything(me, slot, owner, migrating_to, importing_from, *, exists_locally,
+                         asking):
+        return routing.Serve()  # every node serves every key: two servers at once
+
+    monkeypatch.setattr("dscluster.core.node.decide", serve_everything)
+    assert main(["--seeds", "5", "--start", "11", "--jobs", "1", "--progress", "0"]) == 1
+    out, err = capsys.readouterr()
+    assert out.startswith("seed 11 FAILED: seed 11: ")
+    assert "served by" in out
+    assert "replay: python -m dscluster.testing.simulate --start 11 --seeds 1 --verbose" in out
+    assert "seeds passed" not in out
