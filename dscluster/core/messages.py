@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import typing
 from dataclasses import dataclass, fields
+from itertools import repeat
 from typing import Any, ClassVar
 
 import cbor2
@@ -111,19 +112,27 @@ MESSAGE_TYPES: dict[str, type] = {
 }
 
 
-def _to_wire(value: Any) -> Any:
-    if isinstance(value, NodeInfo):
-        return value.to_obj()
-    if isinstance(value, tuple):
-        return [_to_wire(v) for v in value]
-    return value
-
-
 def encode(msg: Message) -> bytes:
-    obj = {"t": msg.TAG}
-    for f in fields(msg):
-        obj[f.name] = _to_wire(getattr(msg, f.name))
+    # cbor2 writes tuples as arrays, exactly as lists, so only NodeInfo entries (the
+    # `nodes` fields) need converting.
+    obj: dict[str, Any] = {"t": msg.TAG}
+    cls: type = type(msg)
+    node_fields = _node_fields(cls)
+    for name in _field_names(cls):
+        value = getattr(msg, name)
+        obj[name] = [n.to_obj() for n in value] if name in node_fields else value
     return cbor2.dumps(obj)
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+@functools.cache
+def _node_fields(cls: type) -> frozenset[str]:
+    """Fields holding a tuple of NodeInfo (no message has a NodeInfo anywhere else)."""
+    return frozenset(name for name, hint in _hints(cls).items() if hint == tuple[NodeInfo, ...])
 
 
 def _from_wire(value: Any, hint: Any, name: str) -> Any:
@@ -144,7 +153,7 @@ def _from_wire(value: Any, hint: Any, name: str) -> Any:
         if not isinstance(value, list):
             raise ProtocolError(f"field {name!r} must be a list")
         if len(args) == 2 and args[1] is Ellipsis:
-            if args[0] in (str, bytes) and all(isinstance(v, args[0]) for v in value):
+            if args[0] in (str, bytes) and all(map(isinstance, value, repeat(args[0]))):
                 return tuple(value)  # the common flat case, without a call per item
             return tuple(_from_wire(v, args[0], name) for v in value)
         if len(value) != len(args):

@@ -134,7 +134,10 @@ class SlotSet:
         return sum(end - start + 1 for start, end in self.ranges)
 
     def __contains__(self, slot: object) -> bool:
-        return any(start <= slot <= end for start, end in self.ranges)  # type: ignore[operator]
+        for start, end in self.ranges:  # a plain loop: routing asks this for every request
+            if start <= slot <= end:  # type: ignore[operator]
+                return True
+        return False
 
     def __or__(self, other: SlotSet) -> SlotSet:
         return SlotSet(normalize_ranges(self.ranges + other.ranges))

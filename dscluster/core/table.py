@@ -46,7 +46,7 @@ import hashlib
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import cbor2
 
@@ -134,6 +134,7 @@ class SlotTable:
         self._runs_cache: list[Run] | None = None
         self._max_epoch: int | None = None
         self._digest: TableDigest | None = None
+        self._members_hash: bytes | None = None
         self._unknown = self._claims.count(UNKNOWN)
 
     # -- construction ---------------------------------------------------------
@@ -155,11 +156,15 @@ class SlotTable:
         return cls(claims, nodes)
 
     def copy(self) -> SlotTable:
-        other = SlotTable(self._claims, self.nodes.values())
+        other = SlotTable.__new__(SlotTable)  # skips __init__'s checks and UNKNOWN count
+        other._claims = list(self._claims)
+        other.nodes = dict(self.nodes)
         other._bucket_cache = list(self._bucket_cache)
         other._runs_cache = self._runs_cache
         other._max_epoch = self._max_epoch
         other._digest = self._digest
+        other._members_hash = self._members_hash
+        other._unknown = self._unknown
         return other
 
     # -- queries ----------------------------------------------------------------
@@ -243,17 +248,29 @@ class SlotTable:
     def merge_runs(self, runs: Iterable[Run], me: str | None = None) -> MergeResult:
         """Per-slot max of our claims and `runs`; reports equal-epoch losses of `me`."""
         result = MergeResult()
+        claims, changed, lost = self._claims, result.changed, result.lost
         for start, end, epoch, owner in runs:
             theirs = (epoch, owner)
-            if min(self._claims[start:end + 1]) >= theirs:
+            if min(claims[start:end + 1]) >= theirs:
                 continue  # the common case: we already know this or better
+            # _set's bookkeeping, done once per run rather than per slot (the hot loop of
+            # a table learnt by gossip): a raised claim never lowers the max epoch.
+            first = len(changed)
             for slot in range(start, end + 1):
-                ours = self._claims[slot]
+                ours = claims[slot]
                 if theirs > ours:
                     if me is not None and ours[1] == me and ours[0] == epoch:
-                        result.lost.append((slot, ours, theirs))
-                    self._set(slot, theirs)
-                    result.changed.append(slot)
+                        lost.append((slot, ours, theirs))
+                    if ours == UNKNOWN:
+                        self._unknown -= 1
+                    claims[slot] = theirs
+                    changed.append(slot)
+            for bucket in range(changed[first] // BUCKET_SIZE, changed[-1] // BUCKET_SIZE + 1):
+                self._bucket_cache[bucket] = None
+            self._digest = None
+            self._runs_cache = None
+            if self._max_epoch is not None:
+                self._max_epoch = max(self._max_epoch, epoch)
         return result
 
     def merge_nodes(self, nodes: Iterable[NodeInfo]) -> bool:
@@ -263,6 +280,7 @@ class SlotTable:
             if ours is None or node.order_key() > ours.order_key():
                 self.nodes[node.id] = node
                 self._digest = None
+                self._members_hash = None
                 changed = True
         return changed
 
@@ -277,12 +295,14 @@ class SlotTable:
         cached = self._bucket_cache[bucket]
         if cached is None:
             lo = bucket * BUCKET_SIZE
-            text = repr(self._claims[lo:lo + BUCKET_SIZE])  # ints and str: stable everywhere
-            cached = self._bucket_cache[bucket] = _hash(text.encode())
+            cached = self._bucket_cache[bucket] = _hash(_claims_repr(self._claims, lo).encode())
         return cached
 
     def members_hash(self) -> bytes:
-        return _hash(cbor2.dumps([self.nodes[n].to_obj() for n in sorted(self.nodes)]))
+        if self._members_hash is None:
+            self._members_hash = _hash(cbor2.dumps([self.nodes[n].to_obj()
+                                                    for n in sorted(self.nodes)]))
+        return self._members_hash
 
     def digest(self) -> TableDigest:
         if self._digest is None:
@@ -291,7 +311,11 @@ class SlotTable:
         return self._digest
 
     def differing_buckets(self, digest: TableDigest) -> list[int]:
-        return [b for b in range(BUCKET_COUNT) if self._bucket_hash(b) != digest.buckets[b]]
+        ours = self.digest().buckets
+        theirs = digest.buckets
+        if ours == theirs:
+            return []
+        return [b for b in range(BUCKET_COUNT) if ours[b] != theirs[b]]
 
     # -- CBOR -------------------------------------------------------------------------
 
@@ -304,18 +328,13 @@ class SlotTable:
         if not isinstance(obj, dict):
             raise ProtocolError("slot table is not a map")
         runs = decode_runs(obj.get("runs"))
-        claims: list[Claim | None] = [None] * SLOT_COUNT
-        for start, end, epoch, owner in runs:
-            for slot in range(start, end + 1):
-                if claims[slot] is not None:
-                    raise ProtocolError(f"slot {slot} appears twice in the table")
-                claims[slot] = (epoch, owner)
-        if any(c is None for c in claims):
-            raise ProtocolError("slot table does not cover every slot")
+        claims = _claims_of_runs(runs)  # the common case: runs tile the slots exactly once
+        if claims is None:
+            _raise_bad_coverage(runs)
         nodes = obj.get("nodes")
         if not isinstance(nodes, list):
             raise ProtocolError("slot table nodes must be a list")
-        return cls([c for c in claims if c is not None], [NodeInfo.from_obj(n) for n in nodes])
+        return cls(claims, [NodeInfo.from_obj(n) for n in nodes])
 
     def to_cbor(self) -> bytes:
         return cbor2.dumps(self.to_obj())
@@ -363,6 +382,39 @@ class SlotTable:
         if len({i.id for i in infos}) != len(infos):
             raise ConfigError("config lists a node id twice")
         return cls([c for c in claims if c is not None], infos)
+
+
+def _claims_of_runs(runs: list[Run]) -> list[Claim] | None:
+    """The claims of runs that cover every slot exactly once, else None."""
+    claims: list[Claim] = []
+    for start, end, epoch, owner in sorted(runs):
+        if start != len(claims):
+            return None
+        claims.extend(itertools.repeat((epoch, owner), end - start + 1))
+    return claims if len(claims) == SLOT_COUNT else None
+
+
+def _raise_bad_coverage(runs: list[Run]) -> NoReturn:
+    """Name the first slot covered twice, or say some slot is not covered."""
+    seen = [False] * SLOT_COUNT
+    for start, end, _, _ in runs:
+        for slot in range(start, end + 1):
+            if seen[slot]:
+                raise ProtocolError(f"slot {slot} appears twice in the table")
+            seen[slot] = True
+    raise ProtocolError("slot table does not cover every slot")
+
+
+def _claims_repr(claims: list[Claim], lo: int) -> str:
+    """repr() of claims[lo:lo + BUCKET_SIZE], built run by run (the hashed bucket text).
+
+    Ints and str make the text stable everywhere; buckets are mostly a run or two, so
+    repeating one claim's text is much cheaper than repr() of 256 tuples.
+    """
+    parts = []
+    for claim, group in itertools.groupby(claims[lo:lo + BUCKET_SIZE]):
+        parts.append(", ".join(itertools.repeat(repr(claim), len(list(group)))))
+    return "[" + ", ".join(parts) + "]"
 
 
 def _runs_of(claims: list[Claim], lo: int, hi: int) -> list[Run]:
@@ -419,7 +471,8 @@ def decode_runs(obj: Any) -> list[Run]:
         if not (isinstance(item, (list, tuple)) and len(item) == 4):
             raise ProtocolError(f"bad run {item!r}")
         start, end, epoch, owner = item
-        if not all(type(v) is int for v in (start, end, epoch)) or not isinstance(owner, str):
+        if not (type(start) is int and type(end) is int and type(epoch) is int
+                and isinstance(owner, str)):
             raise ProtocolError(f"bad run {item!r}")
         if not (0 <= start <= end < SLOT_COUNT) or epoch < -1 or (epoch == -1) != (owner == ""):
             raise ProtocolError(f"bad run {item!r}")

@@ -54,7 +54,7 @@ from dscluster.core.gossip import GossipConfig
 from dscluster.core.messages import Message, decode, encode
 from dscluster.core.node import ClusterCore, ListKeys, MoveKeys, PersistentState, Ready
 from dscluster.core.planner import plan
-from dscluster.core.routing import Ask, Moved, Serve
+from dscluster.core.routing import Ask, Decision, Moved, Serve
 from dscluster.core.slots import SlotSet, key_slot
 from dscluster.core.table import NodeRole, SlotTable
 from dscluster.errors import BadRequestError, UnavailableError
@@ -386,16 +386,29 @@ class World:
 
     # -- invariants ---------------------------------------------------------------------------
 
-    def server_of(self, key: str, start: str) -> SimNode | None:
+    def server_of(self, key: str, start: str,
+                  seen: dict[tuple[str, bool], Decision | None] | None = None) -> SimNode | None:
+        """Follow MOVED and ASK from `start`; `seen` remembers each node's decision.
+
+        Routing is a pure query, so within one check a (node, asking) pair always decides
+        the same: remembering it makes checking every start node cost one route() per pair.
+        """
+        seen = {} if seen is None else seen
         node_id, asking = start, False
         for _ in range(MAX_HOPS):
             node = self.nodes[node_id]
             if node.core is None:
                 return None
-            try:
-                decision = node.core.route(key, exists_locally=key in node.disk.data,
-                                           asking=asking)
-            except UnavailableError:
+            if (node_id, asking) in seen:
+                decision = seen[node_id, asking]
+            else:
+                try:
+                    decision = node.core.route(key, exists_locally=key in node.disk.data,
+                                               asking=asking)
+                except UnavailableError:
+                    decision = None
+                seen[node_id, asking] = decision
+            if decision is None:
                 return None
             if isinstance(decision, Serve):
                 return node
@@ -403,8 +416,10 @@ class World:
         return None
 
     def check(self) -> None:
+        up = self.up()
         for key in self.keys:
-            servers = {s.id: s for n in self.up() if (s := self.server_of(key, n.id))}
+            seen: dict[tuple[str, bool], Decision | None] = {}
+            servers = {s.id: s for n in up if (s := self.server_of(key, n.id, seen))}
             if len(servers) > 1:
                 self.fail(f"{key} is served by {sorted(servers)} at once")
             for server in servers.values():
