@@ -8,6 +8,7 @@ close) plus what this package adds:
 
   CoreDriver    the ClusterCore, its state file and the Ready cycle
   GossipLinks   core messages to and from peers on long-lived streams
+  Authorizer    who may do what (node.auth: members and client roles)
   StoreService  the store protocol (served by the wire's RpcServer)
   Migrator      ListKeys/MoveKeys, writing to the target with an RpcClient
   JoinServer    (bootstrap node only) hands a node its config for a proof
@@ -28,7 +29,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
-from libp2p.abc import INetStream
 
 from dscluster.core.gossip import GossipConfig
 from dscluster.core.node import ClusterCore
@@ -37,7 +37,8 @@ from dscluster.core.table import SlotTable
 from dscluster.datastore import Datastore
 from dscluster.errors import ConfigError
 from dscluster.net.host import HostHandle, parse_peer_id
-from dscluster.net.rpc import RpcClient, RpcLimits, open_rpc_client, serve_rpc
+from dscluster.net.rpc import RpcClient, RpcLimits, open_rpc_client, reject_stream, serve_rpc
+from dscluster.node.auth import Authorizer, Role
 from dscluster.node.driver import CoreDriver
 from dscluster.node.gossip import GossipLinks
 from dscluster.node.keylocks import KeyLocks
@@ -55,7 +56,7 @@ PEER_CALL_TIMEOUT = 30.0
 class NodeSettings:
     conf_dir: str
     table: SlotTable  # config.json's table; used only when there is no state file yet
-    clients: Mapping[str, bool] = field(default_factory=dict)  # peer id -> read-only
+    clients: Mapping[str, Role] = field(default_factory=dict)  # peer id -> client role
     read_only_client: bool = False
     disable_delete: bool = False
     tick_interval: float = 0.5
@@ -75,10 +76,12 @@ class DataNode:
         self.rpc = rpc
         self.settings = settings
         self.locks = KeyLocks()
+        self.auth = Authorizer(driver.is_member, settings.clients,
+                               read_only_client=settings.read_only_client,
+                               disable_delete=settings.disable_delete,
+                               conf_dir=settings.conf_dir)
         self.service = StoreService(
-            driver, datastore, self.locks, clients=settings.clients,
-            read_only_client=settings.read_only_client,
-            disable_delete=settings.disable_delete,
+            driver, datastore, self.locks, auth=self.auth,
             forward_delete=self._forward_delete, my_addrs=lambda: host.addrs)
         self.migrator = Migrator(driver, datastore, self.locks, self._send_batch)
 
@@ -148,18 +151,7 @@ async def run_data_node(host: HostHandle, datastore: Datastore,
                 log.info("node %s serving slots %s", me, core.table.slots_of(me))
                 yield node
         finally:
-            # py-libp2p's multiselect checks `protocol in handlers`, awaits a write,
-            # then indexes handlers: a handler removed in between raises KeyError
-            # inside the host. serve_rpc removes its handler on exit; put a
-            # rejecting one back before any checkpoint, and never remove ours.
-            for protocol in (wm.STORE_PROTOCOL, wm.GOSSIP_PROTOCOL):
-                host.host.set_stream_handler(protocol, _reject)  # type: ignore[arg-type]
+            # Replace, never remove, a handler (see RpcServer.close): serve_rpc
+            # already did the store protocol's.
+            host.host.set_stream_handler(wm.GOSSIP_PROTOCOL, reject_stream)  # type: ignore[arg-type]
             nursery.cancel_scope.cancel()
-
-
-async def _reject(stream: INetStream) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(1):
-        try:
-            await stream.reset()
-        except Exception as exc:
-            log.debug("reset of a stream after shutdown failed: %r", exc)

@@ -3,10 +3,10 @@
 Theory of operation
 -------------------
 The RpcServer hands each request here with the caller's Noise-verified peer
-ID. Authorization comes first: cluster members may do anything (the migrator
-of another node writes here with ASKING); configured clients read, and write
-unless they are read-only; everyone else gets UnauthorizedError. With
-`disable_delete` no client may delete.
+ID. Authorization comes first, by the node's Authorizer (auth.py): reads
+need READ_ONLY, writes READ_WRITE (members always may: the migrator of another
+node writes here with ASKING); everyone else gets UnauthorizedError. With
+`read_only_client` no client writes, with `disable_delete` no client deletes.
 
 Each keyed operation holds the key's lock (keylocks.py) around routing and
 the datastore call, as the migration rule in core/node.py requires. Routing
@@ -23,9 +23,8 @@ others. Queries stream this node's local entries.
 
 from __future__ import annotations
 
-import enum
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from libp2p.peer.id import ID
@@ -39,8 +38,8 @@ from dscluster.errors import (
     BadRequestError,
     DSClusterError,
     MovedError,
-    UnauthorizedError,
 )
+from dscluster.node.auth import Authorizer, Role
 from dscluster.node.driver import CoreDriver
 from dscluster.node.keylocks import KeyLocks
 from dscluster.wire import messages as wm
@@ -51,52 +50,26 @@ T = TypeVar("T")
 ForwardDelete = Callable[[str, str], Awaitable[None]]  # (target peer, key)
 
 
-class Role(enum.Enum):
-    MEMBER = "member"
-    CLIENT = "client"
-    READ_ONLY = "read-only"
-
-
 class StoreService:
     def __init__(self, driver: CoreDriver, datastore: Datastore, locks: KeyLocks, *,
-                 clients: Mapping[str, bool], read_only_client: bool = False,
-                 disable_delete: bool = False, forward_delete: ForwardDelete,
+                 auth: Authorizer, forward_delete: ForwardDelete,
                  my_addrs: Callable[[], list[str]]) -> None:
         self._driver = driver
         self._ds = datastore
         self._locks = locks
-        self._clients = dict(clients)  # peer id -> read-only
-        self._read_only_client = read_only_client
-        self._disable_delete = disable_delete
+        self.auth = auth
         self._forward_delete = forward_delete
         self._my_addrs = my_addrs
-        self.refused = 0
 
     # -- authorization ---------------------------------------------------------
 
-    def role_of(self, peer: str) -> Role | None:
-        if self._driver.is_member(peer):
-            return Role.MEMBER
-        read_only = self._clients.get(peer)
-        if read_only is None:
-            return None
-        return Role.READ_ONLY if read_only or self._read_only_client else Role.CLIENT
-
     def _authorize(self, peer: ID, request: wm.Request) -> Role:
         name = peer.to_base58()
-        role = self.role_of(name)
-        if role is None:
-            self.refused += 1
-            log.warning("refused %s from %s: not a member or client", type(request).__name__, name)
-            raise UnauthorizedError(f"peer {name} is not authorized on this cluster")
-        writes = isinstance(request, wm.Put | wm.Delete | wm.Batch)
-        if writes and role is Role.READ_ONLY:
-            raise UnauthorizedError(f"peer {name} is a read-only client")
-        deletes = isinstance(request, wm.Delete) or (
-            isinstance(request, wm.Batch) and request.deletes)
-        if deletes and self._disable_delete and role is not Role.MEMBER:
-            raise UnauthorizedError("deletes are disabled on this cluster")
-        return role
+        if isinstance(request, wm.Put | wm.Delete | wm.Batch):
+            deletes = isinstance(request, wm.Delete) or (
+                isinstance(request, wm.Batch) and bool(request.deletes))
+            return self.auth.require_write(name, deletes=deletes)
+        return self.auth.require(name, Role.READ_ONLY)
 
     # -- routing -------------------------------------------------------------------
 

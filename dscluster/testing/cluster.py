@@ -32,6 +32,7 @@ from dscluster.errors import AskError, MovedError
 from dscluster.net.host import HostHandle, Identity, open_host, parse_peer_id
 from dscluster.net.rpc import RpcClient, open_rpc_client
 from dscluster.node import DataNode, NodeSettings, run_data_node
+from dscluster.node.auth import Role
 from dscluster.wire import messages as wm
 
 FAST_GOSSIP = GossipConfig(heartbeat_ticks=1, pfail_ticks=6, fail_window_ticks=12, retry_ticks=2)
@@ -76,7 +77,7 @@ async def local_cluster(
             conf = os.path.join(os.fspath(base_dir), f"node{i}")
             os.makedirs(conf, exist_ok=True)
             ds = datastore(i) if datastore else MemoryDatastore()
-            settings = NodeSettings(conf, table.copy(), {client.peer_id_str: False},
+            settings = NodeSettings(conf, table.copy(), {client.peer_id_str: Role.READ_WRITE},
                                     tick_interval=tick_interval, gossip=gossip,
                                     max_backoff=0.5)
             nodes.append(await stack.enter_async_context(run_data_node(host, ds, settings)))
