@@ -367,10 +367,24 @@ class RpcServer:
                     await aclose()
 
     def close(self) -> None:
-        """Stop serving: no new streams, and every open one is cancelled."""
-        self.host.remove_stream_handler(self.protocol)  # type: ignore[arg-type]
+        """Stop serving: new streams are reset, and every open one is cancelled.
+
+        The handler is replaced, never removed: py-libp2p's multiselect checks
+        ``protocol in handlers``, awaits a write, then indexes ``handlers``, so a
+        handler removed in between raises KeyError inside the host.
+        """
+        self.host.set_stream_handler(self.protocol, reject_stream)  # type: ignore[arg-type]
         for scope in list(self._scopes):
             scope.cancel()
+
+
+async def reject_stream(stream: INetStream) -> None:
+    """A stream handler for a protocol no longer served: reset the stream."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        try:
+            await stream.reset()
+        except Exception as exc:
+            log.debug("reset of a stream to a closed server failed: %r", exc)
 
 
 @asynccontextmanager

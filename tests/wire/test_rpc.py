@@ -335,3 +335,20 @@ async def test_streams_per_peer_are_capped():
                     continue  # refused: the first stream was not yet closed on the server
             assert m.decode(reply[1:]) == m.Ok(1, b"v")
             assert srv.streams_accepted >= 3
+
+
+async def test_closed_server_resets_new_streams_and_keeps_its_handler():
+    # py-libp2p indexes its handlers after an await during negotiation: a removed
+    # handler would raise KeyError inside the host, so close() replaces it.
+    svc = DictService()
+    svc.data["/k"] = b"v"
+    with trio.fail_after(30):
+        async with open_host() as a, open_host() as b, open_rpc_client(b.host, FAST) as client:
+            async with serve_rpc(a.host, PROTO, svc, FAST):
+                await b.connect(a.peer_id, a.addrs)
+                assert (await client.call(a.peer_id, PROTO, m.Get(0, "/k"))).value == b"v"
+            assert PROTO in a.host.get_mux().handlers
+            with pytest.raises(errors.UnavailableError):
+                await client.call(a.peer_id, PROTO, m.Get(0, "/k"), timeout=5)
+            async with serve_rpc(a.host, PROTO, svc, FAST):  # serving again works
+                assert (await client.call(a.peer_id, PROTO, m.Get(0, "/k"))).value == b"v"
