@@ -1,0 +1,241 @@
+"""4 KiB puts and gets through a 3-node cluster, beside raw py-libp2p and Redis, one run.
+
+    python -m bench.cluster [--tasks 64] [--ops 200] [--mib 256] [--no-redis]
+
+A ProcessCluster (3 real ``dscluster`` daemons on loopback, LevelDB) and one
+ClusterClient in this process:
+
+- throughput: ``--tasks`` concurrent tasks each put ``--ops`` 4 KiB values,
+  then get them all back (ops/s), beside the raw py-libp2p 64-stream 4 KiB
+  echo rate (bench.p2p_baseline, measured first in this run) and Redis
+  Cluster's redis-benchmark SET/GET (bench.redis_baseline, same run);
+- latency: single 4 KiB gets one after another (low load), p50/p99 beside
+  the raw py-libp2p sequential round trip;
+- memory: each daemon's peak RSS (VmHWM) after all loads, and a client in a
+  child process adding then reading back a ``--mib`` file generated on the
+  fly (random bytes, never on disk; default 256 MiB to keep ``make bench``
+  within minutes, the target is stated for 1 GiB: pass ``--mib 1024``).
+
+Targets (issue 9): put/get >= 3x the raw 64-stream echo, on the way to 0.25x
+Redis; p99 within 3x the raw round trip; node RSS < 250 MiB; client RSS
+< 200 MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import trio
+
+from bench import report
+
+VALUE = 4096
+MiB = 1024 * 1024
+NODE_RSS_LIMIT_MIB = 250
+CLIENT_RSS_LIMIT_MIB = 200
+
+
+@dataclass(frozen=True)
+class ClusterFigures:
+    put_ops: float
+    get_ops: float
+    get_p50_ms: float
+    get_p99_ms: float
+    node_rss_mib: list[float]
+    messages: int  # batched messages the client sent for the put+get load
+    ops: int
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set size (VmHWM), MiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def kv_load(client, tasks: int, ops: int) -> tuple[float, float]:
+    """(puts/s, gets/s) of ``tasks`` concurrent tasks doing ``ops`` each."""
+    from dscluster.datastore.key import Key
+
+    value = os.urandom(VALUE)
+    keys = [[Key(f"/bench/{t}/{i}") for i in range(ops)] for t in range(tasks)]
+
+    async def putter(mine: list[Key]) -> None:
+        for k in mine:
+            await client.put(k, value)
+
+    async def getter(mine: list[Key]) -> None:
+        for k in mine:
+            if len(await client.get(k)) != VALUE:
+                raise RuntimeError(f"{k}: wrong value length")
+
+    rates = []
+    for worker in (putter, getter):
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for mine in keys:
+                nursery.start_soon(worker, mine)
+        rates.append(tasks * ops / (time.perf_counter() - started))
+    return rates[0], rates[1]
+
+
+async def single_gets(client, count: int) -> list[float]:
+    """Seconds of each of ``count`` gets issued one after another."""
+    from dscluster.datastore.key import Key
+
+    keys = [Key(f"/bench/0/{i % 64}") for i in range(count)]
+    lat = []
+    for k in keys:
+        t = time.perf_counter()
+        await client.get(k)
+        lat.append(time.perf_counter() - t)
+    return lat
+
+
+async def measure(tasks: int, ops: int, latency_count: int, mib: int
+                  ) -> tuple[ClusterFigures, dict[str, float]]:
+    from dsclient.client import open_cluster_client
+    from dscluster.testing.cluster import ProcessCluster
+
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        async with ProcessCluster(tmp, 3, datastore="leveldb") as pc:
+            with trio.fail_after(600):
+                async with open_cluster_client(pc.client_identity,
+                                               bootstrap=[pc.bootstrap_addr]) as client:
+                    await single_gets_warmup(client)
+                    sent_before = client.messages_sent
+                    put_ops, get_ops = await kv_load(client, tasks, ops)
+                    messages = client.messages_sent - sent_before
+                    lat = await single_gets(client, latency_count)
+                file_figures = await trio.to_thread.run_sync(
+                    run_file_client, pc.client_identity.to_base64(), pc.bootstrap_addr, mib)
+            node_rss = [peak_rss_mib(p.pid) for p in pc.procs if p is not None]
+    figures = ClusterFigures(
+        put_ops, get_ops, statistics.median(lat) * 1e3, _percentile(lat, 0.99) * 1e3,
+        node_rss, messages, 2 * tasks * ops)
+    return figures, file_figures
+
+
+async def single_gets_warmup(client) -> None:
+    from dscluster.datastore.key import Key
+
+    for i in range(64):  # every node dialed, keys for the latency pass
+        await client.put(Key(f"/bench/0/{i}"), os.urandom(VALUE))
+
+
+# -- the file client (a child process, so its RSS is the client's alone) ----------------
+
+
+def run_file_client(identity_b64: str, bootstrap: str, mib: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.cluster", "--file-client", bootstrap, "--mib", str(mib)],
+        env={**os.environ, "DSC_BENCH_IDENTITY": identity_b64},
+        capture_output=True, text=True, timeout=1800, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"file client failed ({out.returncode}): {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+async def file_client(bootstrap: str, mib: int) -> dict[str, float]:
+    from dsclient import unixfs
+    from dsclient.api import AsyncClient
+    from dscluster.net.host import Identity
+
+    identity = Identity.from_base64(os.environ["DSC_BENCH_IDENTITY"])
+
+    def pieces():
+        for _ in range(mib):
+            yield os.urandom(MiB)
+
+    async with AsyncClient.connect([bootstrap], identity=identity) as client:
+        started = time.perf_counter()
+        cid = await unixfs.add_stream(pieces(), client.blocks)
+        add_s = time.perf_counter() - started
+        add_rss = peak_rss_mib(os.getpid())
+        started = time.perf_counter()
+        total = 0
+        async for piece in client.cat(cid):
+            total += len(piece)
+        cat_s = time.perf_counter() - started
+    if total != mib * MiB:
+        raise RuntimeError(f"read back {total} bytes, added {mib * MiB}")
+    return {"add_s": add_s, "cat_s": cat_s, "add_rss_mib": add_rss,
+            "peak_rss_mib": peak_rss_mib(os.getpid())}
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=64, help="concurrent client tasks")
+    parser.add_argument("--ops", type=int, default=200, help="puts (then gets) per task")
+    parser.add_argument("--latency-count", type=int, default=1000, help="single gets timed")
+    parser.add_argument("--mib", type=int, default=256,
+                        help="file size for the client RSS check (target stated for 1024)")
+    parser.add_argument("--no-redis", action="store_true", help="skip the Redis baseline")
+    parser.add_argument("--file-client", metavar="BOOTSTRAP", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.file_client:
+        print(json.dumps(trio.run(file_client, args.file_client, args.mib)))
+        return
+
+    from bench import redis_baseline
+    from bench.p2p_baseline import run_baseline
+
+    raw = report.memo("p2p", lambda: run_baseline(quick=False, rpc=False))
+    redis = None if args.no_redis else redis_baseline.measured()
+    figures, files = trio.run(measure, args.tasks, args.ops, args.latency_count, args.mib)
+    mb = args.mib * MiB / 1e6
+
+    print(f"raw py-libp2p: 4 KiB echo, {raw.concurrency} streams {raw.concurrent_req_s:9,.0f} "
+          f"req/s; sequential round trip p50 {raw.seq_p50_ms:.3f} ms, p99 {raw.seq_p99_ms:.3f} ms")
+    if redis is not None:
+        print(f"redis cluster: 4 KiB SET {redis.set_ops:,.0f} ops/s, GET {redis.get_ops:,.0f} "
+              "ops/s")
+    print(f"cluster, {args.tasks} tasks: 4 KiB put {figures.put_ops:9,.0f} ops/s, get "
+          f"{figures.get_ops:9,.0f} ops/s ({figures.ops} ops in {figures.messages} messages, "
+          f"{figures.ops / max(1, figures.messages):.1f} ops/message)")
+    print(f"cluster single get: p50 {figures.get_p50_ms:.3f} ms, p99 {figures.get_p99_ms:.3f} ms")
+    print("node peak RSS: " + ", ".join(f"{r:.0f} MiB" for r in figures.node_rss_mib))
+    print(f"client add {args.mib} MiB: {mb / files['add_s']:.1f} MB/s, cat {mb / files['cat_s']:.1f}"
+          f" MB/s; client peak RSS after add {files['add_rss_mib']:.0f} MiB, after add+cat "
+          f"{files['peak_rss_mib']:.0f} MiB")
+
+    conc = raw.concurrent_req_s
+    report.record(f"cluster: 4 KiB put, {args.tasks} tasks", figures.put_ops, "ops/s", conc, 3,
+                  baseline_name="raw 64-stream")
+    report.record(f"cluster: 4 KiB get, {args.tasks} tasks", figures.get_ops, "ops/s", conc, 3,
+                  baseline_name="raw 64-stream")
+    if redis is not None:
+        report.record("cluster: 4 KiB put vs Redis SET", figures.put_ops, "ops/s",
+                      redis.set_ops, 0.25, baseline_name="redis SET")
+        report.record("cluster: 4 KiB get vs Redis GET", figures.get_ops, "ops/s",
+                      redis.get_ops, 0.25, baseline_name="redis GET")
+    report.record("cluster: single 4 KiB get p99", figures.get_p99_ms, "ms", raw.seq_p99_ms, 3,
+                  baseline_name="raw p99", lower_is_better=True)
+    report.record("cluster: node peak RSS (largest of 3)", max(figures.node_rss_mib), "MiB",
+                  NODE_RSS_LIMIT_MIB, 1, baseline_name="limit", lower_is_better=True)
+    report.record(f"cluster: client peak RSS, add+cat {args.mib} MiB", files["peak_rss_mib"],
+                  "MiB", CLIENT_RSS_LIMIT_MIB, 1, baseline_name="limit", lower_is_better=True)
+    report.record(f"cluster: client add {args.mib} MiB", mb / files["add_s"], "MB/s")
+    report.record(f"cluster: client cat {args.mib} MiB", mb / files["cat_s"], "MB/s")
+
+
+if __name__ == "__main__":
+    main()
