@@ -3,7 +3,9 @@
 ``dscluster --conf DIR`` runs the node configured in DIR/config.json (written
 by ``dscfg cluster`` for the bootstrap node). A new node with an empty DIR
 joins with ``--bootstrapper MA --identity I`` and the join secret: it fetches
-its config from the bootstrap node, writes DIR/config.json (0600), and from
+its config from the bootstrap node (with ``--join`` instead of ``--identity``
+it makes a new key and becomes a member that owns no slots until a
+rebalance gives it some), writes DIR/config.json (0600), and from
 then on starts from that file alone. SIGINT or SIGTERM stops the node within
 a few seconds, flushing and closing its datastore. User errors print one line
 on stderr and exit 1.
@@ -33,10 +35,11 @@ from dscluster.config import (
 from dscluster.core.table import SlotTable
 from dscluster.datastore import Datastore, MemoryDatastore
 from dscluster.errors import ConfigError, DSClusterError
-from dscluster.net.host import open_host
+from dscluster.net.host import LOOPBACK_ANY_PORT, Identity, open_host
 from dscluster.node import NodeSettings, run_data_node
+from dscluster.node.admin import serve_admin
 from dscluster.node.clients import format_clients, load_clients, save_clients
-from dscluster.node.join import JoinServer, fetch_config
+from dscluster.node.join import NEW_IDENTITY, JoinServer, fetch_config
 from dscluster.wire.messages import JOIN_PROTOCOL
 
 log = logging.getLogger("dscluster")
@@ -71,10 +74,16 @@ def table_of(cfg: NodeConfig) -> SlotTable:
         for n in cfg.nodes])
 
 
-async def join(conf: Path, bootstrapper: str, identity: str, secret: str) -> None:
+async def join(conf: Path, bootstrapper: str, identity: str, secret: str,
+               listen: list[str]) -> None:
     log.info("no %s in %s: joining through %s as identity %s", CONFIG_JSON, conf, bootstrapper,
              identity)
-    config, clients = await fetch_config(bootstrapper, identity, secret)
+    own = Identity.generate() if identity == NEW_IDENTITY else None
+    config, clients = await fetch_config(bootstrapper, identity, secret, host_identity=own)
+    if own is not None:
+        config["identity"] = {"peer_id": own.peer_id_str, "sk": own.to_base64()}
+        config["addresses"] = {"swarm": listen or [LOOPBACK_ANY_PORT]}
+        log.info("joined as new member %s (no slots yet)", own.peer_id_str)
     conf.mkdir(parents=True, exist_ok=True)
     write_private_file(conf / CONFIG_JSON, json.dumps(config, indent="\t") + "\n")
     save_clients(str(conf), clients)
@@ -95,11 +104,16 @@ async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list
     ds = open_datastore(kind, conf_dir, cfg.datastore.path, mongodb, me)
     try:
         async with open_host(identity, listen or list(cfg.swarm)) as host, \
-                run_data_node(host, ds, settings) as node:
+                run_data_node(host, ds, settings) as node, serve_admin(node, conf_dir):
             if cfg.bootstrap_node:
                 secret = read_join_secret(cfg, conf)
+                driver = node.driver
+
+                async def add_member(peer: str) -> None:
+                    await driver.call(driver.core.add_member, peer, [])
+
                 server = JoinServer(cfg, secret, me, node.driver.addrs_of,
-                                    lambda: format_clients(load_clients(conf_dir)))
+                                    lambda: format_clients(load_clients(conf_dir)), add_member)
                 host.host.set_stream_handler(JOIN_PROTOCOL, server.handle_stream)  # type: ignore[arg-type]
             for addr in node.addrs:
                 print(f"dscluster: node listening on {addr}", flush=True)
@@ -125,6 +139,8 @@ def main_command(
     )] = "",
     identity: Annotated[str, typer.Option(
         help="Which of the cluster's identities to join as (index or peer ID).")] = "",
+    join_new: Annotated[bool, typer.Option(
+        "--join", help="Join as a new member with a new key and no slots.")] = False,
     join_secret: Annotated[str, typer.Option(help="The join secret printed by dscfg.")] = "",
     join_secret_file: Annotated[Path | None, typer.Option(
         help="A file holding the join secret.")] = None,
@@ -150,8 +166,12 @@ def main_command(
         if not bootstrapper:
             raise ConfigError(f"no {conf / CONFIG_JSON}: run dscfg cluster, or join with "
                               "--bootstrapper MA --identity I --join-secret S")
+        if join_new and identity:
+            raise ConfigError("--join makes a new identity: leave out --identity")
+        if join_new:
+            identity = NEW_IDENTITY
         if not identity:
-            raise ConfigError("--bootstrapper needs --identity")
+            raise ConfigError("--bootstrapper needs --identity or --join")
         secret = join_secret
         if join_secret_file is not None:
             try:
@@ -160,7 +180,7 @@ def main_command(
                 raise ConfigError(f"{join_secret_file}: {exc.strerror}") from None
         if not secret:
             raise ConfigError("joining needs --join-secret or --join-secret-file")
-        trio.run(join, conf, bootstrapper, identity, secret)
+        trio.run(join, conf, bootstrapper, identity, secret, list(listen or ()))
     cfg = load_node_config(conf)
     kind = datastore or cfg.datastore.kind
     trio.run(run, conf, cfg, kind, mongodb or cfg.datastore.mongodb_uri, list(listen or ()),

@@ -13,6 +13,12 @@ secret, without ever sending it (one stream, CBOR maps in varint frames):
   bootstrap -> joiner   {"t": "config", "config": <config.json object>,
                           "clients": [...]}      or {"t": "error", "message": ...}
 
+With identity "new" (``dscluster --join``) the joiner keeps the key it made
+itself: the bootstrap node adds the joiner's Noise-authenticated peer ID as a
+member with no slots (gossip spreads it) and sends a config whose identity
+holds only that peer ID; the joiner fills in its own key. Slots then reach it
+by rebalancing (``dsclient cluster rebalance``).
+
 Both peer IDs are the Noise-authenticated ones, so a proof cannot be replayed
 to another node, by another caller, or for another identity; the nonce makes
 each proof single-use. A wrong proof gets one refusal line in the bootstrap's
@@ -26,7 +32,7 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -34,9 +40,9 @@ import cbor2
 import trio
 from libp2p.abc import INetStream
 
-from dscluster.config import NodeConfig, node_config_json
+from dscluster.config import IdentityConfig, NodeConfig, NodeEntry, node_config_json
 from dscluster.errors import ConfigError, ProtocolError, UnauthorizedError, UnavailableError
-from dscluster.net.host import HostHandle, open_host, parse_multiaddr, parse_peer_id
+from dscluster.net.host import HostHandle, Identity, open_host, parse_multiaddr, parse_peer_id
 from dscluster.wire.framing import FrameDecoder, encode_frame
 from dscluster.wire.messages import JOIN_PROTOCOL
 
@@ -45,6 +51,7 @@ log = logging.getLogger(__name__)
 CONTEXT = b"dscluster-join/1"
 MAX_JOIN_FRAME = 1024 * 1024
 JOIN_TIMEOUT = 10.0
+NEW_IDENTITY = "new"  # join with the joiner's own key, as a member with no slots
 
 
 def join_proof(secret: str, nonce: bytes, server: str, joiner: str, identity: str) -> bytes:
@@ -86,8 +93,10 @@ class JoinServer:
     """Serves JOIN_PROTOCOL on the bootstrap node."""
 
     def __init__(self, config: NodeConfig, secret: str, me: str,
-                 live_addrs: Callable[[str], list[str]], clients: Callable[[], list[str]]) -> None:
+                 live_addrs: Callable[[str], list[str]], clients: Callable[[], list[str]],
+                 add_member: Callable[[str], Awaitable[None]] | None = None) -> None:
         self._config = config
+        self._add_member = add_member
         self._secret = secret
         self._me = me
         self._live_addrs = live_addrs
@@ -115,6 +124,17 @@ class JoinServer:
                        nodes=nodes, bootstrap_node=False, identity_list=(),
                        join_secret_file="")
 
+    def _config_for_new(self, joiner: str) -> NodeConfig:
+        if self._add_member is None:
+            raise UnauthorizedError("this node does not add new members")
+        if any(n.id == joiner for n in self._config.nodes):
+            raise UnauthorizedError(f"{joiner} is already a configured member")
+        nodes = tuple(replace(n, swarm=tuple(self._live_addrs(n.id)) or n.swarm)
+                      for n in self._config.nodes) + (NodeEntry(joiner, ()),)
+        # The joiner fills in its own key and listen addresses.
+        return replace(self._config, identity=IdentityConfig(joiner, ""), swarm=(), nodes=nodes,
+                       bootstrap_node=False, identity_list=(), join_secret_file="")
+
     def _config_swarm(self, peer: str) -> tuple[str, ...]:
         entry = next(n for n in self._config.nodes if n.id == peer)
         return entry.swarm
@@ -134,7 +154,12 @@ class JoinServer:
                 want = join_proof(self._secret, nonce, self._me, joiner, identity)
                 if not isinstance(proof, bytes) or not hmac.compare_digest(proof, want):
                     raise UnauthorizedError("wrong join secret")
-                cfg = self._config_for(identity)
+                if identity == NEW_IDENTITY:
+                    cfg = self._config_for_new(joiner)
+                    assert self._add_member is not None
+                    await self._add_member(joiner)  # a member before it first dials anyone
+                else:
+                    cfg = self._config_for(identity)
                 await conn.send({"t": "config", "config": node_config_json(cfg),
                                  "clients": self._clients()})
                 self.served += 1
@@ -162,17 +187,19 @@ class JoinServer:
 
 
 async def fetch_config(bootstrapper: str, identity: str, secret: str,
-                       timeout: float = JOIN_TIMEOUT) -> tuple[dict[str, Any], list[str]]:
+                       timeout: float = JOIN_TIMEOUT, *,
+                       host_identity: Identity | None = None) -> tuple[dict[str, Any], list[str]]:
     """Ask the bootstrap node at ``bootstrapper`` (a /p2p/ multiaddr) for identity's config.
 
-    Returns (config.json object, authorized client peer IDs). UnauthorizedError
+    With identity NEW_IDENTITY, ``host_identity`` is the joiner's own key (the
+    one it will run with). Returns (config.json object, authorized client peer IDs). UnauthorizedError
     for a wrong secret or unknown identity, UnavailableError when unreachable.
     """
     parse_multiaddr(bootstrapper)
     if "/p2p/" not in bootstrapper:
         raise ConfigError(f"--bootstrapper {bootstrapper}: needs /p2p/<peer id>")
     server = bootstrapper.rsplit("/p2p/", 1)[1]
-    async with open_host() as host:
+    async with open_host(host_identity) as host:
         return await _fetch(host, bootstrapper, server, identity, secret, timeout)
 
 

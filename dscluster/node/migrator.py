@@ -46,6 +46,7 @@ class Migrator:
         self._send_batch = send_batch
         self._queues: dict[int, deque[str]] = {}
         self.moved: dict[int, int] = {}  # migration id -> keys moved so far
+        self.moved_bytes: dict[int, int] = {}  # migration id -> value bytes moved so far
         self.scans = 0
 
     async def run(self, action: Action) -> None:
@@ -113,5 +114,7 @@ class Migrator:
             await self._driver.report(self._driver.core.move_failed, action.mid)
             return
         total = self.moved[action.mid] = self.moved.get(action.mid, 0) + len(puts)
+        self.moved_bytes[action.mid] = (self.moved_bytes.get(action.mid, 0)
+                                        + sum(len(v) for _, v in puts))
         log.info("migration %d: %d keys moved to %s", action.mid, total, action.target)
         await self._driver.report(self._driver.core.keys_moved, action.mid, action.keys)
