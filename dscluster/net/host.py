@@ -9,6 +9,8 @@ one place (see doc/protocol.md, "py-libp2p notes"):
   authorization relies on the remote peer ID being authenticated;
 - the stream muxer is yamux only (mplex frames writes at 4 KiB and shares one
   lock between reading and writing);
+- an optional private network (pnet.py): a swarm key encrypts every raw
+  connection, go-libp2p-compatibly, so strangers cannot even connect;
 - at most one connection per peer, which makes ``connect()`` return as soon as
   the connection is up instead of after a fixed 250 ms dial delay.
 
@@ -45,6 +47,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from dscluster.errors import ConfigError, UnavailableError
+from dscluster.net import pnet
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +163,9 @@ def peer_info_from_addrs(peer_id: str | ID, addrs: Sequence[str]) -> PeerInfo:
     return PeerInfo(pid, bare)
 
 
-def _build_host(identity: Identity) -> IHost:
+def _build_host(identity: Identity, swarm_key: bytes | None) -> IHost:
+    if swarm_key is not None:
+        pnet.install()
     noise = NoiseTransport(identity.key_pair, noise_privkey=new_x25519_key_pair().private_key)
     return new_host(
         key_pair=identity.key_pair,
@@ -169,6 +174,7 @@ def _build_host(identity: Identity) -> IHost:
         # min_connections=0: py-libp2p's auto-connector otherwise polls every 10 s
         # to dial peerstore peers until it holds 50 connections.
         connection_config=ConnectionConfig(max_connections_per_peer=1, min_connections=0),
+        psk=swarm_key.hex() if swarm_key is not None else None,
     )
 
 
@@ -234,12 +240,17 @@ class HostHandle:
 
 @asynccontextmanager
 async def open_host(
-    identity: Identity | None = None, listen_addrs: Sequence[str] = (LOOPBACK_ANY_PORT,)
+    identity: Identity | None = None, listen_addrs: Sequence[str] = (LOOPBACK_ANY_PORT,),
+    *, swarm_key: bytes | None = None,
 ) -> AsyncIterator[HostHandle]:
-    """Run a host listening on ``listen_addrs`` for the body of the ``async with``."""
+    """Run a host listening on ``listen_addrs`` for the body of the ``async with``.
+
+    With ``swarm_key`` (32 bytes, see pnet.py) the host is in that private
+    network: it connects only to peers holding the same key.
+    """
     identity = identity or Identity.generate()
     addrs = [parse_multiaddr(a) for a in listen_addrs]
-    host = _build_host(identity)
+    host = _build_host(identity, swarm_key)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(_close_host, host)
         try:
