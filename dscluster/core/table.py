@@ -131,6 +131,7 @@ class SlotTable:
         self._claims: list[Claim] = list(claims)
         self.nodes: dict[str, NodeInfo] = {n.id: n for n in nodes}
         self._bucket_cache: list[bytes | None] = [None] * BUCKET_COUNT
+        self._bucket_runs: list[list[Run] | None] = [None] * BUCKET_COUNT
         self._runs_cache: list[Run] | None = None
         self._max_epoch: int | None = None
         self._digest: TableDigest | None = None
@@ -160,6 +161,7 @@ class SlotTable:
         other._claims = list(self._claims)
         other.nodes = dict(self.nodes)
         other._bucket_cache = list(self._bucket_cache)
+        other._bucket_runs = list(self._bucket_runs)
         other._runs_cache = self._runs_cache
         other._max_epoch = self._max_epoch
         other._digest = self._digest
@@ -178,7 +180,7 @@ class SlotTable:
 
     def dominates(self, other: SlotTable) -> bool:
         """True if no claim here is lower than the other table's claim for that slot."""
-        return all(min(self._claims[start:end + 1]) >= (epoch, owner)
+        return all(self._min_claim(start, end) >= (epoch, owner)
                    for start, end, epoch, owner in other._all_runs())
 
     def max_epoch(self) -> int:
@@ -217,13 +219,40 @@ class SlotTable:
             return list(self._all_runs())
         out: list[Run] = []
         for b in sorted(set(buckets)):
-            out.extend(_runs_of(self._claims, b * BUCKET_SIZE, (b + 1) * BUCKET_SIZE))
+            out.extend(self._runs_in(b))
         return out
+
+    def _runs_in(self, bucket: int) -> list[Run]:
+        """The runs of one bucket, cached until a claim in it changes (do not mutate)."""
+        runs = self._bucket_runs[bucket]
+        if runs is None:
+            lo = bucket * BUCKET_SIZE
+            runs = self._bucket_runs[bucket] = _runs_of(self._claims, lo, lo + BUCKET_SIZE)
+        return runs
 
     def _all_runs(self) -> list[Run]:
         if self._runs_cache is None:
-            self._runs_cache = _runs_of(self._claims, 0, SLOT_COUNT)
+            runs: list[Run] = []
+            for b in range(BUCKET_COUNT):  # the buckets' runs, joined across their borders
+                for run in self._runs_in(b):
+                    last = runs[-1] if runs else None
+                    if last is not None and last[2:] == run[2:] and last[1] + 1 == run[0]:
+                        runs[-1] = (last[0], run[1], run[2], run[3])
+                    else:
+                        runs.append(run)
+            self._runs_cache = runs
         return self._runs_cache
+
+    def _min_claim(self, start: int, end: int) -> Claim:
+        """min(claims[start:end + 1]), from the cached runs of the buckets it touches."""
+        best: Claim | None = None
+        for b in range(start // BUCKET_SIZE, end // BUCKET_SIZE + 1):
+            for run_start, run_end, epoch, owner in self._runs_in(b):
+                if run_end >= start and run_start <= end and (best is None
+                                                              or (epoch, owner) < best):
+                    best = (epoch, owner)
+        assert best is not None  # every slot has a claim
+        return best
 
     # -- mutation -----------------------------------------------------------------
 
@@ -233,6 +262,7 @@ class SlotTable:
         self._claims[slot] = claim
         self._unknown += (claim == UNKNOWN) - (old == UNKNOWN)
         self._bucket_cache[slot // BUCKET_SIZE] = None
+        self._bucket_runs[slot // BUCKET_SIZE] = None
         self._digest = None
         self._runs_cache = None
         if self._max_epoch is not None and claim[0] >= old[0]:
@@ -251,7 +281,7 @@ class SlotTable:
         claims, changed, lost = self._claims, result.changed, result.lost
         for start, end, epoch, owner in runs:
             theirs = (epoch, owner)
-            if min(claims[start:end + 1]) >= theirs:
+            if self._min_claim(start, end) >= theirs:
                 continue  # the common case: we already know this or better
             # _set's bookkeeping, done once per run rather than per slot (the hot loop of
             # a table learnt by gossip): a raised claim never lowers the max epoch.
@@ -267,6 +297,7 @@ class SlotTable:
                     changed.append(slot)
             for bucket in range(changed[first] // BUCKET_SIZE, changed[-1] // BUCKET_SIZE + 1):
                 self._bucket_cache[bucket] = None
+                self._bucket_runs[bucket] = None
             self._digest = None
             self._runs_cache = None
             if self._max_epoch is not None:
@@ -294,8 +325,8 @@ class SlotTable:
     def _bucket_hash(self, bucket: int) -> bytes:
         cached = self._bucket_cache[bucket]
         if cached is None:
-            lo = bucket * BUCKET_SIZE
-            cached = self._bucket_cache[bucket] = _hash(_claims_repr(self._claims, lo).encode())
+            text = _runs_repr(self._runs_in(bucket))
+            cached = self._bucket_cache[bucket] = _hash(text.encode())
         return cached
 
     def members_hash(self) -> bytes:
@@ -405,16 +436,14 @@ def _raise_bad_coverage(runs: list[Run]) -> NoReturn:
     raise ProtocolError("slot table does not cover every slot")
 
 
-def _claims_repr(claims: list[Claim], lo: int) -> str:
-    """repr() of claims[lo:lo + BUCKET_SIZE], built run by run (the hashed bucket text).
+def _runs_repr(runs: list[Run]) -> str:
+    """repr() of the list of claims these runs cover: the text a bucket's hash is taken of.
 
     Ints and str make the text stable everywhere; buckets are mostly a run or two, so
     repeating one claim's text is much cheaper than repr() of 256 tuples.
     """
-    parts = []
-    for claim, group in itertools.groupby(claims[lo:lo + BUCKET_SIZE]):
-        parts.append(", ".join(itertools.repeat(repr(claim), len(list(group)))))
-    return "[" + ", ".join(parts) + "]"
+    return "[" + ", ".join(", ".join(itertools.repeat(repr((epoch, owner)), end - start + 1))
+                           for start, end, epoch, owner in runs) + "]"
 
 
 def _runs_of(claims: list[Claim], lo: int, hi: int) -> list[Run]:
