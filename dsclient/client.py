@@ -39,6 +39,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 
 import trio
+from libp2p.network.config import RetryConfig
+from libp2p.network.swarm import Swarm
 from trio import TaskStatus  # type: ignore[attr-defined]
 
 from dsclient.merge import merge, node_query
@@ -157,6 +159,7 @@ class ClusterClient(Datastore):
         try:
             async with open_host(identity) as host, open_rpc_client(host.host, limits) as rpc, \
                     trio.open_nursery() as nursery:
+                _no_dial_retries(host)
                 client = cls(host, rpc, nursery, table, options)
                 task_status.started(client)
                 await client._stop.wait()
@@ -277,7 +280,7 @@ class ClusterClient(Datastore):
                     else:
                         op.error = UnavailableError(
                             f"node {op.peer} serving slot {key_slot(op.key)} is unavailable: "
-                            f"{err}")
+                            f"{_one_line(err)}")
             if asks:
                 async with trio.open_nursery() as nursery:
                     for op in asks:
@@ -380,7 +383,7 @@ class ClusterClient(Datastore):
         known = list(self.table.addrs)
         errors = await self._refresh_nodes(known)
         if len(errors) == len(known):
-            reasons = "; ".join(f"{p}: {e}" for p, e in errors.items())
+            reasons = "; ".join(f"{p}: {_one_line(e)}" for p, e in errors.items())
             first = next(iter(errors.values()))
             if not isinstance(first, UnavailableError):
                 raise first  # unauthorized, protocol error: not worth hiding
@@ -427,6 +430,20 @@ class ClusterClient(Datastore):
     def messages_sent(self) -> int:
         """Batched messages sent through the pipes so far (for tests and benchmarks)."""
         return sum(p.messages_sent for p in self._pipes.values())
+
+
+def _no_dial_retries(host: HostHandle) -> None:
+    """Turn off py-libp2p's own dial retries (3, backing off from 0.1 s): the client
+    retries whole requests itself, and stacked retries made a down node cost ~20 s."""
+    network = host.host.get_network()
+    if isinstance(network, Swarm):
+        network.retry_config = RetryConfig(max_retries=0)
+
+
+def _one_line(exc: BaseException) -> str:
+    """py-libp2p's dial errors span many lines; the first says what happened."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @asynccontextmanager
