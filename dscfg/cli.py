@@ -9,6 +9,14 @@ files are 0600. The first line printed is the bootstrap multiaddr, as
 go-ds-cluster prints it.
 
 ``dscfg client FILE`` writes a client config: its own identity, no slots.
+
+``dscfg cluster --private-network`` also writes DIR/swarm.key (Kubo's
+format, 0600): nodes and clients holding that file form a private network
+that strangers cannot even connect to (see dscluster/net/pnet.py).
+
+``dscfg auth add|remove|list PEER ROLE --conf DIR`` edits a node's clients
+file (read-only, read-write or admin); a running node picks the change up
+within a second. Each node has its own file: run it for every node's DIR.
 """
 
 from __future__ import annotations
@@ -33,7 +41,10 @@ from dscluster.config import (
 )
 from dscluster.core.slots import SLOT_COUNT, initial_ranges
 from dscluster.errors import DSClusterError
-from dscluster.net.host import parse_multiaddr
+from dscluster.net.host import parse_multiaddr, parse_peer_id
+from dscluster.net.pnet import SWARM_KEY_FILE, format_swarm_key, new_swarm_key
+from dscluster.node.auth import Role
+from dscluster.node.clients import format_clients, load_clients, save_clients
 
 app = typer.Typer(
     name="dscfg",
@@ -75,6 +86,8 @@ def cluster(
         help="TCP port of node 0; node i listens on base-port + i. Default: free ports.",
     )] = 0,
     force: Annotated[bool, typer.Option(help="Overwrite an existing config.")] = False,
+    private_network: Annotated[bool, typer.Option(
+        help="Also write swarm.key: only holders of the key can connect.")] = False,
 ) -> None:
     """Write the bootstrap node's config for a new cluster and print its multiaddr."""
     if not 1 <= nodes <= SLOT_COUNT:
@@ -106,6 +119,9 @@ def cluster(
     typer.echo(f"{entries[0].swarm[0]}/p2p/{entries[0].id}")
     typer.echo(f"join secret: {secret}")
     typer.echo(f"wrote {written} and {target / JOIN_SECRET_FILE} (keep both private)")
+    if private_network:
+        write_private_file(target / SWARM_KEY_FILE, format_swarm_key(new_swarm_key()))
+        typer.echo(f"wrote {target / SWARM_KEY_FILE} (copy it to every node and client)")
 
 
 @app.command()
@@ -132,6 +148,62 @@ def client(
                        bootstrap_addrs=addrs)
     written = save_config(cfg, target)
     typer.echo(f"wrote {written} for client {cfg.identity.peer_id}")
+
+
+auth_app = typer.Typer(help="Client roles of a node: read-only, read-write or admin.",
+                       no_args_is_help=True)
+app.add_typer(auth_app, name="auth")
+ConfOption = Annotated[Path, typer.Option("--conf", help="The node's config directory.")]
+
+
+def _conf_dir(conf: Path) -> str:
+    if not (conf / CONFIG_JSON).exists():
+        raise UserError(f"{conf / CONFIG_JSON} does not exist: --conf names a node's directory")
+    return str(conf)
+
+
+@auth_app.command("add")
+def auth_add(
+    peer: Annotated[str, typer.Argument(help="The client's peer ID.")],
+    role: Annotated[str, typer.Argument(help="read-only, read-write or admin.")],
+    conf: ConfOption = Path(".dscluster"),
+) -> None:
+    """Give PEER the ROLE (replacing its old role)."""
+    where = _conf_dir(conf)
+    parse_peer_id(peer)
+    try:
+        granted = Role.parse(role)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    clients = load_clients(where)
+    clients[peer] = granted
+    save_clients(where, format_clients(clients))
+    typer.echo(f"{peer} {granted.value}")
+
+
+@auth_app.command("remove")
+def auth_remove(
+    peer: Annotated[str, typer.Argument(help="The client's peer ID.")],
+    role: Annotated[str, typer.Argument(help="Its role (optional; checked if given).")] = "",
+    conf: ConfOption = Path(".dscluster"),
+) -> None:
+    """Take every role from PEER."""
+    where = _conf_dir(conf)
+    clients = load_clients(where)
+    if peer not in clients:
+        raise UserError(f"{peer} is not a client of this node")
+    if role and clients[peer].value != role:
+        raise UserError(f"{peer} is {clients[peer].value}, not {role}")
+    del clients[peer]
+    save_clients(where, format_clients(clients))
+    typer.echo(f"removed {peer}")
+
+
+@auth_app.command("list")
+def auth_list(conf: ConfOption = Path(".dscluster")) -> None:
+    """Print every client and its role."""
+    for line in format_clients(load_clients(_conf_dir(conf))):
+        typer.echo(line)
 
 
 def main(argv: list[str] | None = None) -> int:
