@@ -27,6 +27,7 @@ import typer
 from dscluster.config import (
     CONFIG_JSON,
     DATASTORE_KINDS,
+    DEFAULT_DATASTORE,
     NodeConfig,
     load_node_config,
     read_join_secret,
@@ -58,6 +59,13 @@ def open_datastore(kind: str, conf_dir: str, path: str, mongodb: str, peer_id: s
         from dscluster.datastore.flatfs import FlatfsDatastore
 
         return FlatfsDatastore(where)
+    if kind == "hybrid":  # block keys in flatfs (synced), every other key in LevelDB
+        from dscluster.datastore.flatfs import FlatfsDatastore
+        from dscluster.datastore.hybrid import HybridDatastore
+        from dscluster.datastore.leveldb import LevelDatastore
+
+        return HybridDatastore(FlatfsDatastore(os.path.join(where, "blocks")),
+                               LevelDatastore(os.path.join(where, "leveldb")))
     if kind == "mongo":
         if not mongodb:
             raise ConfigError("--datastore mongo needs --mongodb URI")
@@ -145,7 +153,8 @@ def main_command(
     join_secret_file: Annotated[Path | None, typer.Option(
         help="A file holding the join secret.")] = None,
     datastore: Annotated[str, typer.Option(
-        help="flatfs, leveldb, mongo or memory (default: the config's, leveldb).")] = "",
+        help="leveldb, flatfs, hybrid, mongo or memory (default: the config's, "
+             f"{DEFAULT_DATASTORE}).")] = "",
     mongodb: Annotated[str, typer.Option(help="MongoDB URI for --datastore mongo.")] = "",
     disable_delete: Annotated[bool, typer.Option(help="Refuse deletes from clients.")] = False,
     listen: Annotated[list[str] | None, typer.Option(
@@ -159,8 +168,12 @@ def main_command(
         raise ConfigError(f"--log-level {log_level!r}: use debug, info, warning or error")
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    libp2p_log = logging.getLogger("libp2p")
+    libp2p_log.propagate = True  # py-libp2p detaches its loggers at import: use our format
     if level > logging.DEBUG:
-        logging.getLogger("libp2p").setLevel(logging.WARNING)  # its INFO is per connection
+        libp2p_log.setLevel(logging.WARNING)  # its INFO is per connection
+        # It logs an ERROR per failed dial while a peer is down; gossip reports that once.
+        logging.getLogger("libp2p.transport.tcp").setLevel(logging.CRITICAL)
     conf = conf.expanduser()
     if not (conf / CONFIG_JSON).exists():
         if not bootstrapper:

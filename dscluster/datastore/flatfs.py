@@ -113,7 +113,8 @@ def key_name(key: str) -> str:
     return name
 
 
-def _is_valid(key: str) -> bool:
+def is_flatfs_key(key: str) -> bool:
+    """Whether flatfs can hold ``key`` (the form of IPFS block keys, "/CIQ...")."""
     name = key[1:]
     return key.startswith("/") and bool(name) and _KEY_CHARS.issuperset(name)
 
@@ -371,18 +372,18 @@ class FlatfsDatastore(BlockingDatastore):
     # -- blocking side ------------------------------------------------------
     def get_blocking(self, key: Key) -> bytes:
         text = str(key)
-        value = self._files.read(text[1:]) if _is_valid(text) else None
+        value = self._files.read(text[1:]) if is_flatfs_key(text) else None
         if value is None:
             raise NotFoundError(f"{text} not found")
         return value
 
     def has_blocking(self, key: Key) -> bool:
         text = str(key)
-        return _is_valid(text) and self._files.size(text[1:]) >= 0
+        return is_flatfs_key(text) and self._files.size(text[1:]) >= 0
 
     def get_size_blocking(self, key: Key) -> int:
         text = str(key)
-        size = self._files.size(text[1:]) if _is_valid(text) else -1
+        size = self._files.size(text[1:]) if is_flatfs_key(text) else -1
         if size < 0:
             raise NotFoundError(f"{text} not found")
         return size
@@ -392,7 +393,7 @@ class FlatfsDatastore(BlockingDatastore):
 
     def delete_blocking(self, key: Key) -> None:
         text = str(key)
-        if _is_valid(text):  # a key flatfs cannot hold is already absent
+        if is_flatfs_key(text):  # a key flatfs cannot hold is already absent
             self._files.apply({}, {text[1:]})
 
     def commit_blocking(self, ops: Sequence[BatchOp]) -> None:
@@ -405,7 +406,7 @@ class FlatfsDatastore(BlockingDatastore):
             if op.value is not None:
                 puts[key_name(text)] = op.value
                 deletes.discard(text[1:])
-            elif _is_valid(text):
+            elif is_flatfs_key(text):
                 deletes.add(text[1:])
                 puts.pop(text[1:], None)
         self._files.apply(puts, deletes)

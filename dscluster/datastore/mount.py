@@ -41,7 +41,7 @@ from dscluster.errors import BadKeyError, ConfigError, NotFoundError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Mount", "MountDatastore"]
+__all__ = ["Mount", "MountDatastore", "merge_ordered"]
 
 ROOT = Key.raw("/")
 
@@ -190,13 +190,13 @@ class MountDatastore(Datastore):
             for _, child in opened:
                 await child.aclose()
 
-        merged = Results(_merge(opened, orders), close_all)
+        merged = Results(merge_ordered(opened, orders), close_all)
         # The prefix again (the child of a mount equal to it may hold the
         # mount's own key), key filters on full keys, then global paging.
         return naive_results(replace(q, orders=()), merged)
 
 
-async def _merge(
+async def merge_ordered(
     heads: list[tuple[Mount, Results]], orders: tuple
 ) -> AsyncIterator[Entry]:
     """Merge children's ordered answers into one ordered stream with full keys."""
