@@ -146,10 +146,10 @@ def _from_wire(value: Any, hint: Any, name: str) -> Any:
         return value
     if hint is NodeInfo:
         return NodeInfo.from_obj(value)
-    if hint == tuple[Run, ...]:
+    args = _tuple_args(hint)
+    if args == _RUNS:
         return tuple(decode_runs(value))
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is tuple:
+    if args:
         if not isinstance(value, list):
             raise ProtocolError(f"field {name!r} must be a list")
         if len(args) == 2 and args[1] is Ellipsis:
@@ -162,9 +162,26 @@ def _from_wire(value: Any, hint: Any, name: str) -> Any:
     raise ProtocolError(f"field {name!r} has an unsupported type")  # pragma: no cover
 
 
+_RUNS = (Run, Ellipsis)
+
+
+@functools.cache
+def _tuple_args(hint: Any) -> tuple[Any, ...]:
+    """The item types of a tuple type hint, () for anything else (looked up once per hint)."""
+    return typing.get_args(hint) if typing.get_origin(hint) is tuple else ()
+
+
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+@functools.cache
+def _wire_fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, type hint, required) of each field of a message class."""
+    hints = _hints(cls)
+    return tuple((f.name, hints[f.name], f.default is f.default_factory)  # both MISSING
+                 for f in fields(cls))
 
 
 def decode(data: bytes) -> Message:
@@ -178,12 +195,11 @@ def decode(data: bytes) -> Message:
     cls = MESSAGE_TYPES.get(obj["t"])
     if cls is None:
         raise ProtocolError(f"unknown message type {obj['t']!r}")
-    hints = _hints(cls)
     kwargs = {}
-    for f in fields(cls):
-        if f.name in obj:
-            kwargs[f.name] = _from_wire(obj[f.name], hints[f.name], f.name)
-        elif f.default is f.default_factory:  # both MISSING: a required field
-            raise ProtocolError(f"{obj['t']}: missing field {f.name!r}")
+    for name, hint, required in _wire_fields(cls):
+        if name in obj:
+            kwargs[name] = _from_wire(obj[name], hint, name)
+        elif required:
+            raise ProtocolError(f"{obj['t']}: missing field {name!r}")
     msg: Message = cls(**kwargs)
     return msg

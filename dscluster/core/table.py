@@ -281,21 +281,23 @@ class SlotTable:
         claims, changed, lost = self._claims, result.changed, result.lost
         for start, end, epoch, owner in runs:
             theirs = (epoch, owner)
-            if self._min_claim(start, end) >= theirs:
-                continue  # the common case: we already know this or better
-            # _set's bookkeeping, done once per run rather than per slot (the hot loop of
-            # a table learnt by gossip): a raised claim never lowers the max epoch.
-            first = len(changed)
-            for slot in range(start, end + 1):
-                ours = claims[slot]
-                if theirs > ours:
-                    if me is not None and ours[1] == me and ours[0] == epoch:
-                        lost.append((slot, ours, theirs))
-                    if ours == UNKNOWN:
-                        self._unknown -= 1
-                    claims[slot] = theirs
-                    changed.append(slot)
-            for bucket in range(changed[first] // BUCKET_SIZE, changed[-1] // BUCKET_SIZE + 1):
+            # Work run against run, not slot by slot: the pieces of our (cached) runs inside
+            # [start, end] that lose to theirs. Usually there are none.
+            lower = [(max(a, start), min(b, end), (e, o))
+                     for bucket in range(start // BUCKET_SIZE, end // BUCKET_SIZE + 1)
+                     for a, b, e, o in self._runs_in(bucket)
+                     if b >= start and a <= end and (e, o) < theirs]
+            if not lower:
+                continue
+            for lo, hi, ours in lower:
+                if me is not None and ours[1] == me and ours[0] == epoch:
+                    lost.extend((slot, ours, theirs) for slot in range(lo, hi + 1))
+                if ours == UNKNOWN:
+                    self._unknown -= hi - lo + 1
+                claims[lo:hi + 1] = itertools.repeat(theirs, hi - lo + 1)
+                changed.extend(range(lo, hi + 1))
+            # _set's bookkeeping, once per run: a raised claim never lowers the max epoch.
+            for bucket in range(lower[0][0] // BUCKET_SIZE, lower[-1][1] // BUCKET_SIZE + 1):
                 self._bucket_cache[bucket] = None
                 self._bucket_runs[bucket] = None
             self._digest = None
