@@ -23,6 +23,8 @@ class ClientFactory:
 
 
 class TestClusterClient(DatastoreSuite):
+    deadline = 180.0  # a shared 2-core machine; the suite's own default is 60 s
+
     @pytest.fixture
     async def ds_factory(self, nursery, live_cluster):  # type: ignore[no-untyped-def]
         await live_cluster.async_wipe()
