@@ -27,7 +27,8 @@ This module is the one place where the wire meets trio and py-libp2p:
   reader), caps the streams one peer may hold open, writes answers, and
   maps handler exceptions to error codes. A
   malformed, oversized or unexpected frame logs a warning and resets THAT
-  stream only. Handlers receive the Noise-authenticated remote peer ID, so the
+  stream only; a peer that does so ``max_protocol_errors`` times within
+  ``protocol_error_window`` loses its whole connection. Handlers receive the Noise-authenticated remote peer ID, so the
   service decides authorization.
 - Queries stream: the server sends one ``QueryChunk``, then waits for the
   client's ``QueryNext`` before the next (pull-based flow control: a slow
@@ -81,6 +82,8 @@ class RpcLimits:
     query_idle_timeout: float = 60.0  # server: wait for QueryNext at most this long
     open_timeout: float = 10.0  # client: dial and negotiate a stream
     read_size: int = 256 * 1024
+    max_protocol_errors: int = 5  # server: streams one peer may break within the window...
+    protocol_error_window: float = 60.0  # ...before its whole connection is closed
 
 
 class Service(Protocol):
@@ -190,6 +193,7 @@ class _ServerStream:
     nursery: trio.Nursery
     in_flight: dict[int, trio.CancelScope] = field(default_factory=dict)
     query_next: dict[int, trio.MemorySendChannel[None]] = field(default_factory=dict)
+    violated: bool = False  # the peer broke the protocol on this stream
 
 
 class RpcServer:
@@ -204,6 +208,8 @@ class RpcServer:
         self._streams_of: dict[ID, int] = {}
         self.streams_accepted = 0
         self.protocol_errors = 0  # streams reset for breaking the protocol
+        self.peers_dropped = 0  # connections closed for repeated protocol errors
+        self._strikes: dict[ID, list[float]] = {}
 
     async def handle_stream(self, stream: INetStream) -> None:
         """py-libp2p's stream handler: runs in the host's task for this stream."""
@@ -235,6 +241,31 @@ class RpcServer:
         else:
             await fs.reset()
         log.debug("%s stream from %s ended (clean=%s)", self.protocol, peer, ok)
+        if state.violated and self._strike(peer):
+            await self._drop(peer)
+
+    def _strike(self, peer: ID) -> bool:
+        """Count a protocol violation; True when the peer has used up its allowance."""
+        now = trio.current_time()
+        window = self.limits.protocol_error_window
+        recent = [t for t in self._strikes.get(peer, ()) if now - t < window]
+        recent.append(now)
+        if len(self._strikes) > 10_000:  # many abusive peers: forget the old ones
+            self._strikes.clear()
+        self._strikes[peer] = recent
+        return len(recent) >= self.limits.max_protocol_errors
+
+    async def _drop(self, peer: ID) -> None:
+        self._strikes.pop(peer, None)
+        self.peers_dropped += 1
+        log.warning("%s: closing the connection of %s after %d protocol errors in %.0f s",
+                    self.protocol, peer, self.limits.max_protocol_errors,
+                    self.limits.protocol_error_window)
+        with trio.move_on_after(5):
+            try:
+                await self.host.disconnect(peer)
+            except Exception as exc:  # py-libp2p raises assorted types
+                log.debug("disconnect of %s failed: %r", peer, exc)
 
     async def _read_requests(self, state: _ServerStream) -> bool:
         """Dispatch requests until EOF (True) or a broken/violated stream (False)."""
@@ -245,6 +276,7 @@ class RpcServer:
             return True
         except ProtocolError as exc:
             self.protocol_errors += 1
+            state.violated = True
             log.warning("resetting %s stream from %s: %s", self.protocol, fs.peer, exc)
         except UnavailableError as exc:
             log.info("%s stream from %s: %s", self.protocol, fs.peer, exc)
