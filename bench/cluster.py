@@ -198,7 +198,7 @@ def main() -> None:
     from bench import redis_baseline
     from bench.p2p_baseline import run_baseline
 
-    raw = report.memo("p2p", lambda: run_baseline(quick=False, rpc=False))
+    raw = report.memo("p2p", lambda: run_baseline(quick=True, rpc=False))  # a few seconds
     redis = None if args.no_redis else redis_baseline.measured()
     figures, files = trio.run(measure, args.tasks, args.ops, args.latency_count, args.mib)
     mb = args.mib * MiB / 1e6
