@@ -213,8 +213,9 @@ def main() -> None:
           f"{figures.ops / max(1, figures.messages):.1f} ops/message)")
     print(f"cluster single get: p50 {figures.get_p50_ms:.3f} ms, p99 {figures.get_p99_ms:.3f} ms")
     print("node peak RSS: " + ", ".join(f"{r:.0f} MiB" for r in figures.node_rss_mib))
-    print(f"client add {args.mib} MiB: {mb / files['add_s']:.1f} MB/s, cat {mb / files['cat_s']:.1f}"
-          f" MB/s; client peak RSS after add {files['add_rss_mib']:.0f} MiB, after add+cat "
+    print(f"client add {args.mib} MiB: {mb / files['add_s']:.1f} MB/s, "
+          f"cat {mb / files['cat_s']:.1f} MB/s; client peak RSS after add "
+          f"{files['add_rss_mib']:.0f} MiB, after add+cat "
           f"{files['peak_rss_mib']:.0f} MiB")
 
     conc = raw.concurrent_req_s
