@@ -60,7 +60,7 @@ async def test_same_key_connects_stranger_cannot() -> None:
                 assert reply == wm.Ok(1, b"pong")
                 for stranger in (plain, other):
                     with pytest.raises(UnavailableError):
-                        await stranger.connect(server.peer_id, server.addrs, timeout=5)
+                        await stranger.connect(server.peer_id, server.addrs, timeout=2)
                     assert not stranger.host.get_network().get_connections(server.peer_id)
                 # the server still serves its member after the strangers' attempts
                 reply = await rpc.call(server.peer_id, wm.STORE_PROTOCOL, wm.Get(2, "/k"),
@@ -72,7 +72,7 @@ async def test_keyed_host_cannot_reach_plain_host() -> None:
     with trio.fail_after(20):
         async with open_host() as plain, open_host(swarm_key=new_swarm_key()) as keyed:
             with pytest.raises(UnavailableError):
-                await keyed.connect(plain.peer_id, plain.addrs, timeout=5)
+                await keyed.connect(plain.peer_id, plain.addrs, timeout=2)
 
 
 def test_load_swarm_key_file(tmp_path: os.PathLike[str]) -> None:
