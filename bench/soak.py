@@ -1,0 +1,177 @@
+"""Soak: mixed load on real processes, a node killed -9 every minute, a fuzzing peer.
+
+    python -m bench.soak --minutes 10
+
+Three ``dscluster`` processes (leveldb) as ProcessCluster starts them. Writers
+put, get and delete in their own key spaces and remember the last
+acknowledged state of every key; a put or delete whose outcome is unknown (an
+error after the request may have landed) marks its key uncertain. Every
+``--kill-every`` seconds one node (round robin) gets SIGKILL and is restarted
+two seconds later. A fuzzing peer sends garbage streams to every node all the
+while. At the end every certain key is read back: ``lost`` must be 0.
+
+Prints operations, errors by kind, lost writes, and each daemon's RSS at the
+start and the end. Bounded: the run stops after --minutes, every call has a
+deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from collections import Counter
+
+import trio
+
+from dscluster.errors import DSClusterError, NotFoundError
+from dscluster.net.host import open_host, parse_peer_id
+from dscluster.testing.cluster import ProcessCluster, store_client
+from dscluster.wire import messages as wm
+
+WRITERS = 4
+KEYS_PER_WRITER = 200
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.ops: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.expected: dict[str, bytes | None] = {}  # None: acknowledged delete
+        self.uncertain: set[str] = set()
+        self.fuzz_streams = 0
+
+
+async def writer(client, w: int, tally: Tally, stop: trio.Event) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(w)
+    n = 0
+    while not stop.is_set():
+        key = f"/soak/{w}/{rng.randrange(KEYS_PER_WRITER)}"
+        op = rng.choices(("put", "get", "delete"), (5, 4, 1))[0]
+        n += 1
+        try:
+            with trio.fail_after(15):
+                if op == "put":
+                    value = f"{w}:{n}".encode() * rng.randint(1, 64)
+                    await client.put(key, value)
+                    tally.expected[key] = value
+                elif op == "delete":
+                    await client.delete(key)
+                    tally.expected[key] = None
+                else:
+                    try:
+                        got = await client.get(key)
+                    except NotFoundError:
+                        got = None
+                    want = tally.expected.get(key, None)
+                    if key in tally.expected and key not in tally.uncertain and got != want:
+                        tally.errors["READ MISMATCH"] += 1
+            tally.ops[op] += 1
+            if op != "get":
+                tally.uncertain.discard(key)
+        except (DSClusterError, trio.TooSlowError) as exc:
+            tally.errors[type(exc).__name__] += 1
+            if op != "get":
+                tally.uncertain.add(key)  # it may or may not have landed
+            await trio.sleep(0.05)
+
+
+async def fuzzer(cluster: ProcessCluster, tally: Tally, stop: trio.Event) -> None:
+    """Garbage streams to random nodes; a dropped connection is simply dialed again."""
+    rng = random.Random(99)
+    assert cluster.table is not None
+    peers = [cluster.peer_id(i) for i in range(cluster.n)]
+    async with open_host() as host:
+        while not stop.is_set():
+            peer = rng.choice(peers)
+            try:
+                with trio.fail_after(5):
+                    await host.connect(peer, list(cluster.table.nodes[peer].addrs))
+                    stream = await host.host.new_stream(parse_peer_id(peer),
+                                                        [wm.STORE_PROTOCOL])  # type: ignore[list-item]
+                    tally.fuzz_streams += 1
+                    await stream.write(rng.randbytes(rng.randint(1, 200)))
+                    await stream.read(64)
+            except Exception:  # noqa: BLE001 - resets and refusals are the point
+                pass
+            await trio.sleep(0.2)
+
+
+async def soak(minutes: float, kill_every: float, base: str) -> int:
+    tally = Tally()
+    async with ProcessCluster(base, 3) as cluster:
+        assert cluster.table is not None
+        rss_start = [rss_kib(p.pid) for p in cluster.procs if p]
+        stop = trio.Event()
+        kills = 0
+        started = time.monotonic()
+        async with store_client(cluster.client_identity, cluster.table) as client:
+            async with trio.open_nursery() as nursery:
+                for w in range(WRITERS):
+                    nursery.start_soon(writer, client, w, tally, stop)
+                nursery.start_soon(fuzzer, cluster, tally, stop)
+                deadline = started + minutes * 60
+                next_kill = started + kill_every
+                while time.monotonic() < deadline:
+                    await trio.sleep(0.5)
+                    if time.monotonic() >= next_kill and time.monotonic() < deadline - 10:
+                        victim = kills % cluster.n
+                        cluster.kill(victim)
+                        kills += 1
+                        await trio.sleep(2)
+                        await cluster.start(victim)
+                        next_kill += kill_every
+                stop.set()
+            await trio.sleep(2)
+            lost = 0
+            checked = 0
+            for key, want in tally.expected.items():
+                if key in tally.uncertain:
+                    continue
+                checked += 1
+                try:
+                    with trio.fail_after(15):
+                        got: bytes | None = await client.get(key)
+                except NotFoundError:
+                    got = None
+                if got != want:
+                    lost += 1
+        rss_end = [rss_kib(p.pid) for p in cluster.procs if p]
+        # refusals/abuse seen by the nodes
+        dropped = sum(cluster.log_text(i).count("protocol errors in") for i in range(cluster.n))
+    elapsed = time.monotonic() - started
+    total = sum(tally.ops.values())
+    print(f"soak: {elapsed / 60:.1f} min, 3 nodes (leveldb), {WRITERS} writers, "
+          f"{kills} kill -9 + restart, fuzzing peer: {tally.fuzz_streams} garbage streams, "
+          f"{dropped} abusive connections dropped")
+    print(f"operations: {total} ({total / elapsed:.0f}/s) {dict(tally.ops)}")
+    print(f"errors by kind: {dict(tally.errors)}")
+    print(f"acknowledged keys checked: {checked}, uncertain skipped: {len(tally.uncertain)}, "
+          f"LOST: {lost}")
+    print(f"RSS KiB per daemon: start {rss_start}, end {rss_end}")
+    return 1 if lost or tally.errors["READ MISMATCH"] else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--kill-every", type=float, default=60.0, help="seconds")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="soak-") as base:
+        return trio.run(soak, args.minutes, args.kill_every, base)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
