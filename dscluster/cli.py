@@ -168,8 +168,13 @@ def main_command(
         raise ConfigError(f"--log-level {log_level!r}: use debug, info, warning or error")
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # py-libp2p detaches its loggers at import (records then reach stderr bare) and
+    # sets some to INFO: route them through our format, at our level or WARNING.
     libp2p_log = logging.getLogger("libp2p")
-    libp2p_log.propagate = True  # py-libp2p detaches its loggers at import: use our format
+    libp2p_log.propagate = True
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("libp2p."):
+            logging.getLogger(name).setLevel(logging.NOTSET)
     if level > logging.DEBUG:
         libp2p_log.setLevel(logging.WARNING)  # its INFO is per connection
         # It logs an ERROR per failed dial while a peer is down; gossip reports that once.
