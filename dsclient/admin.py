@@ -275,6 +275,9 @@ class AdminClient:
                     on_progress: ProgressFn | None = None) -> Progress:
         """Move every slot of ``peer`` to the other members, then retire it."""
         await self.wait_idle(on_progress)
+        node = (await self.table()).nodes.get(peer)
+        if node is not None and node.role is NodeRole.RETIRED:
+            return Progress(0)  # done already (re-run after an interruption)
         members = await self.members()
         if peer not in members:
             raise BadRequestError(f"{peer} is not a data member of this cluster")

@@ -83,3 +83,25 @@ async def bulk_get(client: StoreClient, admin: AdminClient, keys: Iterable[str]
                     assert isinstance(r, bytes)
                     out[k] = r
     return out
+
+
+def write_client_conf(cluster: ProcessCluster, conf_dir: str) -> str:
+    """A dsclient config for the cluster's client identity (an admin in GrowingCluster)."""
+    from dscluster.config import ClientConfig, IdentityConfig, save_config
+
+    assert cluster.table is not None
+    os.makedirs(conf_dir, exist_ok=True)
+    boot = tuple(f"{a}/p2p/{p}" for p, n in sorted(cluster.table.nodes.items())
+                 for a in n.addrs[:1])
+    save_config(ClientConfig(IdentityConfig.of(cluster.client_identity),
+                             bootstrap_addrs=boot), conf_dir)
+    return conf_dir
+
+
+def cluster_cli(conf_dir: str, *args: str, timeout: float = 300):  # -> CompletedProcess[str]
+    """Run ``python -m dsclient.cluster_cli --conf DIR ARGS`` (blocking; use a thread)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "dsclient.cluster_cli", "--conf", conf_dir,
+                           *args], capture_output=True, text=True, timeout=timeout)
