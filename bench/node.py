@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 import trio
 
+from bench import report
 from bench.p2p_baseline import Baseline, measure_baseline, start_server, stop_server
 from dscluster.datastore import Datastore
 
@@ -164,6 +165,9 @@ async def bench_cluster(tasks: int, per_task: int, datastore: str, baseline_addr
                       f"  ({rate / baseline.seq_req_s:.2f}x raw sequential, "
                       f"{rate / baseline.concurrent_req_s:.2f}x raw {baseline.concurrency} "
                       "streams)", flush=True)
+                report.record(f"node: 4 KiB {op}, {tasks} tasks, 3 processes", rate, "ops/s",
+                              baseline.concurrent_req_s,
+                              baseline_name=f"raw p2p, {baseline.concurrency} streams")
             for line in baseline.lines():
                 print("  " + line)
             for i, proc in enumerate(cluster.procs):
