@@ -47,6 +47,8 @@ from dscluster.wire import messages as wm
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+MAX_CHUNK_ENTRIES = 4096  # entries per query chunk, whatever the client asks
+MAX_CHUNK_BYTES = 4 * 1024 * 1024  # keys and values per query chunk (a frame is 16 MiB)
 ForwardDelete = Callable[[str, str], Awaitable[None]]  # (target peer, key)
 
 
@@ -205,13 +207,19 @@ class StoreService:
 
     async def _chunks(self, request: wm.Query) -> AsyncIterator[wm.QueryChunk]:
         results = await self._ds.query(request.to_query())
+        # The client's chunk_size is a wish: a chunk is cut at MAX_CHUNK_ENTRIES or
+        # MAX_CHUNK_BYTES, so no query makes the node hold more than one chunk.
+        most = min(request.chunk_size, MAX_CHUNK_ENTRIES)
         try:
             entries: list[wm.QueryEntry] = []
+            size = 0
             async for e in results:
                 entries.append(wm.QueryEntry(e.key, e.value, e.size))
-                if len(entries) >= request.chunk_size:
+                size += len(e.key) + (len(e.value) if e.value else 0)
+                if len(entries) >= most or size >= MAX_CHUNK_BYTES:
                     yield wm.QueryChunk(request.id, tuple(entries), True)
                     entries = []
+                    size = 0
             yield wm.QueryChunk(request.id, tuple(entries), False)
         finally:
             await results.aclose()
