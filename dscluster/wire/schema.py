@@ -175,10 +175,9 @@ def _runtime_type(hint: Any) -> type:
 def _compile_array(item: Any, limit: int | None) -> tuple[Encoder, Decoder]:
     e, d = _compile(item)
     cap = limit or MAX_ITEMS
-    plain = e is _identity
 
     def enc(v: Any) -> Any:
-        return list(v) if plain else [e(x) for x in v]
+        return [e(x) for x in v]
 
     def dec(v: Any) -> Any:
         if type(v) is not list:
@@ -187,7 +186,9 @@ def _compile_array(item: Any, limit: int | None) -> tuple[Encoder, Decoder]:
             _fail(f"array longer than {cap}", len(v))
         return tuple(d(x) for x in v)
 
-    return enc, dec
+    # Items that need no conversion: cbor2 writes the tuple itself as an array,
+    # so a 4 KiB-value Batch costs no Python work per item on the way out.
+    return (_identity if e is _identity else enc), dec
 
 
 def _compile_fixed(items: tuple[Any, ...]) -> tuple[Encoder, Decoder]:
@@ -201,7 +202,8 @@ def _compile_fixed(items: tuple[Any, ...]) -> tuple[Encoder, Decoder]:
             _fail(f"expected an array of {len(codecs)}", v)
         return tuple(d(x) for (_, d), x in zip(codecs, v, strict=True))
 
-    return enc, dec
+    plain = all(c[0] is _identity for c in codecs)
+    return (_identity if plain else enc), dec
 
 
 def _field_codecs(cls: type) -> tuple[list[str], list[Encoder], list[Decoder], int]:
