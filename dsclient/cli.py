@@ -23,6 +23,7 @@ import typer
 
 from dsclient.api import AsyncClient
 from dsclient.client import ClusterClient, config_table, parse_bootstrap
+from dsclient.cluster_cli import app as cluster_app
 from dsclient.progress import Progress
 from dsclient.unixfs import NodeType
 from dscluster.blocks import block_key, parse_cid
@@ -50,6 +51,7 @@ app = typer.Typer(
 ipfs_app = typer.Typer(help="Serve the cluster's blocks to IPFS peers, or fetch DAGs from them.",
                        no_args_is_help=True)
 app.add_typer(ipfs_app, name="ipfs")
+app.add_typer(cluster_app, name="cluster")
 
 DEFAULT_CONF = Path(".dsclient")
 
