@@ -79,12 +79,12 @@ def format_row(row: Row) -> str:
     else:
         target = ("<= " if row.lower_is_better else ">= ") + f"{row.target_ratio:g}x"
     met = {None: "-", True: "yes", False: "NO"}[row.met]
-    return f"{row.name:<44} {_num(row.figure) + ' ' + row.unit:>18}  {base:>30}  " \
+    return f"{row.name:<46} {_num(row.figure) + ' ' + row.unit:>18}  {base:>30}  " \
            f"{ratio:>7}  {target:>8}  {met:>4}"
 
 
 def summary(rows_: list[Row] | None = None) -> str:
     rows_ = _ROWS if rows_ is None else rows_
-    head = f"{'figure':<44} {'value':>18}  {'baseline (same run)':>30}  {'ratio':>7}  " \
+    head = f"{'figure':<46} {'value':>18}  {'baseline (same run)':>30}  {'ratio':>7}  " \
            f"{'target':>8}  {'met?':>4}"
     return "\n".join([head, "-" * len(head), *(format_row(r) for r in rows_)])
