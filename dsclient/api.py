@@ -33,7 +33,7 @@ from dsclient.unixfs import DatastoreBlockStore, Stat, verify_block
 from dscluster.blocks import block_key, parse_cid
 from dscluster.config import load_client_config
 from dscluster.datastore.query import Entry, Query
-from dscluster.errors import DatastoreClosedError, NotFoundError
+from dscluster.errors import DatastoreClosedError, DSClusterError, NotFoundError
 from dscluster.ipld.cids import sha256_cid
 from dscluster.net.host import Identity
 
@@ -287,7 +287,12 @@ class Client:
 
 
 def _plain(exc: BaseException) -> BaseException:
-    """The one error inside nested single-exception groups (nurseries wrap errors)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
+    """Our error inside nursery exception groups (the first DSClusterError leaf), else exc."""
+    stack = [exc]
+    while stack:
+        e = stack.pop(0)
+        if isinstance(e, BaseExceptionGroup):
+            stack[:0] = list(e.exceptions)
+        elif isinstance(e, DSClusterError):
+            return e
     return exc
