@@ -8,7 +8,9 @@ it makes a new key and becomes a member that owns no slots until a
 rebalance gives it some), writes DIR/config.json (0600), and from
 then on starts from that file alone. SIGINT or SIGTERM stops the node within
 a few seconds, flushing and closing its datastore. User errors print one line
-on stderr and exit 1.
+on stderr and exit 1. With DIR/swarm.key (``dscfg cluster --private-network``;
+copy it into a joiner's DIR before joining) the node is in that private
+network: peers without the key cannot connect.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from dscluster.core.table import SlotTable
 from dscluster.datastore import Datastore, MemoryDatastore
 from dscluster.errors import ConfigError, DSClusterError
 from dscluster.net.host import LOOPBACK_ANY_PORT, Identity, open_host
+from dscluster.net.pnet import swarm_key_of
 from dscluster.node import NodeSettings, run_data_node
 from dscluster.node.admin import serve_admin
 from dscluster.node.clients import format_clients, load_clients, save_clients
@@ -87,7 +90,8 @@ async def join(conf: Path, bootstrapper: str, identity: str, secret: str,
     log.info("no %s in %s: joining through %s as identity %s", CONFIG_JSON, conf, bootstrapper,
              identity)
     own = Identity.generate() if identity == NEW_IDENTITY else None
-    config, clients = await fetch_config(bootstrapper, identity, secret, host_identity=own)
+    config, clients = await fetch_config(bootstrapper, identity, secret, host_identity=own,
+                                         swarm_key=swarm_key_of(conf))
     if own is not None:
         config["identity"] = {"peer_id": own.peer_id_str, "sk": own.to_base64()}
         config["addresses"] = {"swarm": listen or [LOOPBACK_ANY_PORT]}
@@ -111,7 +115,8 @@ async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list
                             tick_interval=tick)
     ds = open_datastore(kind, conf_dir, cfg.datastore.path, mongodb, me)
     try:
-        async with open_host(identity, listen or list(cfg.swarm)) as host, \
+        async with open_host(identity, listen or list(cfg.swarm),
+                             swarm_key=swarm_key_of(conf)) as host, \
                 run_data_node(host, ds, settings) as node, serve_admin(node, conf_dir):
             if cfg.bootstrap_node:
                 secret = read_join_secret(cfg, conf)

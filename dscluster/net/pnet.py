@@ -80,6 +80,16 @@ def load_swarm_key(path: str | os.PathLike[str]) -> bytes:
         raise ConfigError(f"{os.fspath(path)}: cannot read the swarm key: {exc}") from None
 
 
+def swarm_key_of(conf_dir: str | os.PathLike[str]) -> bytes | None:
+    """DIR/swarm.key's key if the file exists (the node or client is in a private network)."""
+    path = os.path.join(conf_dir, SWARM_KEY_FILE)
+    if not os.path.exists(path):
+        return None
+    key = load_swarm_key(path)
+    log.info("private network: using %s", path)
+    return key
+
+
 # -- XSalsa20 ----------------------------------------------------------------------
 
 _SIGMA = struct.unpack("<4I", b"expand 32-byte k")

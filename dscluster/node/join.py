@@ -188,18 +188,19 @@ class JoinServer:
 
 async def fetch_config(bootstrapper: str, identity: str, secret: str,
                        timeout: float = JOIN_TIMEOUT, *,
-                       host_identity: Identity | None = None) -> tuple[dict[str, Any], list[str]]:
+                       host_identity: Identity | None = None,
+                       swarm_key: bytes | None = None) -> tuple[dict[str, Any], list[str]]:
     """Ask the bootstrap node at ``bootstrapper`` (a /p2p/ multiaddr) for identity's config.
 
     With identity NEW_IDENTITY, ``host_identity`` is the joiner's own key (the
-    one it will run with). Returns (config.json object, authorized client peer IDs). UnauthorizedError
+    one it will run with); ``swarm_key`` that of a private network. Returns (config.json object, authorized client peer IDs). UnauthorizedError
     for a wrong secret or unknown identity, UnavailableError when unreachable.
     """
     parse_multiaddr(bootstrapper)
     if "/p2p/" not in bootstrapper:
         raise ConfigError(f"--bootstrapper {bootstrapper}: needs /p2p/<peer id>")
     server = bootstrapper.rsplit("/p2p/", 1)[1]
-    async with open_host(host_identity) as host:
+    async with open_host(host_identity, swarm_key=swarm_key) as host:
         return await _fetch(host, bootstrapper, server, identity, secret, timeout)
 
 

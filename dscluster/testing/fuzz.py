@@ -173,9 +173,8 @@ def _clients_file(lines: list[str]) -> None:
 
 
 def _config_bytes() -> st.SearchStrategy[bytes]:
-    # Non-UTF-8 bytes crashed config._read_json with UnicodeDecodeError (found by
-    # this fuzzer); raw bytes join once that fix is on main.
-    return st.text(max_size=100).map(str.encode)
+    # Non-UTF-8 bytes once crashed config._read_json (UnicodeDecodeError): keep both.
+    return st.text(max_size=100).map(str.encode) | st.binary(max_size=100)
 
 
 def _spec_like() -> st.SearchStrategy[Any]:
@@ -260,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:
                 print(f"CRASH in {target.name}: {exc!r}", file=sys.stderr)
                 raise
+            print(f"round {rounds}: {target.name:15} {totals[target.name]:9d} examples so far",
+                  flush=True)
             if rounds and time.monotonic() >= deadline:
                 break  # the first round always covers every target
         rounds += 1

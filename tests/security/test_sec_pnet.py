@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from dscluster.errors import ConfigError, UnavailableError
-from dscluster.net.host import open_host
+from dscluster.net.host import open_host, parse_peer_id
 from dscluster.net.pnet import (
     format_swarm_key,
     load_swarm_key,
@@ -84,3 +84,43 @@ def test_load_swarm_key_file(tmp_path: os.PathLike[str]) -> None:
     with pytest.raises(ConfigError):
         load_swarm_key(os.path.join(tmp_path, "absent"))
     assert stat.S_ISREG(os.stat(path).st_mode)
+
+
+async def test_private_network_process_node(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A dscluster process started from a --private-network config takes only key holders."""
+    import subprocess
+
+    from dscluster.net.host import Identity
+    from dscluster.node.clients import save_clients
+    from dscluster.testing.cluster import _script
+
+    conf = tmp_path / "n0"
+    out = subprocess.run([_script("dscfg"), "cluster", "-n", "1", str(conf),
+                          "--private-network"], capture_output=True, text=True, check=True)
+    addr = out.stdout.splitlines()[0]
+    peer = addr.rsplit("/p2p/", 1)[1]
+    client = Identity.generate()
+    save_clients(str(conf), [f"{client.peer_id_str} read-only"])
+    key = load_swarm_key(conf / "swarm.key")
+    log = open(tmp_path / "n0.log", "wb")
+    proc = subprocess.Popen([_script("dscluster"), "--conf", str(conf), "--datastore", "memory"],
+                            stdout=subprocess.PIPE, stderr=log)
+    try:
+        with trio.fail_after(60):
+            assert proc.stdout is not None
+            line = await trio.to_thread.run_sync(proc.stdout.readline)
+            assert b"listening" in line
+            async with open_host(client, swarm_key=key) as host, \
+                    open_rpc_client(host.host) as rpc:
+                await host.connect(peer, [addr])
+                info = await rpc.call(parse_peer_id(peer), wm.STORE_PROTOCOL, wm.Info(1),
+                                      timeout=10)
+                assert isinstance(info, wm.NodeInfo) and info.peer_id == peer
+            async with open_host(client) as stranger:
+                with pytest.raises(UnavailableError):
+                    await stranger.connect(peer, [addr], timeout=3)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
