@@ -1,7 +1,8 @@
-"""The rules: every store operation against every role on a real node.
+"""The rules: every store, admin and gossip operation against every role on a real node.
 
 One node owns every slot (no MOVED); the roles come from its clients file,
 which the running node picks up; the member is a slot-less table member.
+Join needs the secret, not a role: tests/e2e covers a stranger's refusal.
 """
 
 import os
@@ -10,12 +11,16 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from dscluster.errors import NotFoundError, UnauthorizedError
+from dscluster.core import messages as core_messages
+from dscluster.errors import BadRequestError, NotFoundError, UnauthorizedError
 from dscluster.net.host import Identity, open_host
 from dscluster.net.rpc import RpcClient, open_rpc_client
+from dscluster.node.admin import serve_admin
 from dscluster.node.clients import save_clients
 from dscluster.testing.cluster import local_cluster
+from dscluster.wire import admin_messages as am
 from dscluster.wire import messages as wm
+from dscluster.wire.framing import encode_frame
 
 STRANGER, RO, RW, ADMIN, MEMBER = "stranger", "read-only", "read-write", "admin", "member"
 ROLES = (STRANGER, RO, RW, ADMIN, MEMBER)
@@ -30,10 +35,13 @@ async def _query(rpc: RpcClient, peer: object, i: int) -> object:
         return [c async for c in chunks]
 
 
-def _call(make: Callable[[int], wm.Request]) -> Op:
+def _call(make: Callable[[int], wm.Request], protocol: str = wm.STORE_PROTOCOL) -> Op:
     async def op(rpc: RpcClient, peer: object, i: int) -> object:
-        return await rpc.call(peer, wm.STORE_PROTOCOL, make(i), timeout=10)  # type: ignore[arg-type]
+        return await rpc.call(peer, protocol, make(i), timeout=10)  # type: ignore[arg-type]
     return op
+
+
+ADMINS = {ADMIN, MEMBER}
 
 
 OPS: dict[str, tuple[Op, set[str]]] = {
@@ -47,6 +55,9 @@ OPS: dict[str, tuple[Op, set[str]]] = {
     "delete": (_call(lambda i: wm.Delete(i, "/m/absent")), WRITES),
     "batch_put": (_call(lambda i: wm.Batch(i, puts=((f"/m/b{i}", b"v"),))), WRITES),
     "batch_delete": (_call(lambda i: wm.Batch(i, deletes=("/m/absent",))), WRITES),
+    "admin_status": (_call(lambda i: am.AdminStatus(i), wm.ADMIN_PROTOCOL), ADMINS),
+    "admin_check": (_call(lambda i: am.AdminCheck(i), wm.ADMIN_PROTOCOL), ADMINS),
+    "admin_abort": (_call(lambda i: am.AdminAbort(i, 999), wm.ADMIN_PROTOCOL), ADMINS),
 }
 
 
@@ -55,8 +66,8 @@ async def _allowed(op: Op, rpc: RpcClient, peer: object, i: int) -> bool:
         await op(rpc, peer, i)
     except UnauthorizedError:
         return False
-    except NotFoundError:
-        pass
+    except (NotFoundError, BadRequestError):
+        pass  # allowed, then refused for its content (an absent key, no such migration)
     return True
 
 
@@ -67,14 +78,16 @@ async def matrix_node(tmp_path):  # type: ignore[no-untyped-def]
         async with local_cluster(tmp_path, 1,
                                  extra_members=[identities[MEMBER].peer_id_str]) as cluster:
             node = cluster.nodes[0]
-            save_clients(os.path.join(tmp_path, "node0"), [
+            conf = os.path.join(tmp_path, "node0")
+            save_clients(conf, [
                 f"{identities[RO].peer_id_str} read-only",
                 f"{identities[RW].peer_id_str} read-write",
                 f"{identities[ADMIN].peer_id_str} admin"])
             while node.auth.role_of(identities[ADMIN].peer_id_str) is None:
                 await trio.sleep(0.1)  # the node re-reads its clients file
             await node.datastore.put("/m/seed", b"seed")
-            yield node, identities
+            async with serve_admin(node, conf):
+                yield node, identities
 
 
 async def _run_matrix(node, identities, expected):  # type: ignore[no-untyped-def]
@@ -86,6 +99,28 @@ async def _run_matrix(node, identities, expected):  # type: ignore[no-untyped-de
                 for i, (name, (op, _)) in enumerate(OPS.items(), 1):
                     results[(role, name)] = await _allowed(op, rpc, node.host.peer_id, i)
     assert results == expected
+
+
+async def test_gossip_only_from_members(matrix_node) -> None:  # type: ignore[no-untyped-def]
+    node, identities = matrix_node
+    for role in ROLES:
+        before = node.links.refused_streams
+        with trio.fail_after(20):
+            async with open_host(identities[role]) as host:
+                await host.connect(node.peer_id, node.host.listen_addrs)
+                try:  # the node may reset the stream before our write lands
+                    stream = await host.host.new_stream(node.host.peer_id,
+                                                        [wm.GOSSIP_PROTOCOL])  # type: ignore[list-item]
+                    await stream.write(encode_frame(core_messages.encode(
+                        core_messages.TableDelta())))
+                except Exception:  # noqa: BLE001 - py-libp2p's stream errors have no base
+                    pass
+                if role != MEMBER:
+                    while node.links.refused_streams == before:
+                        await trio.sleep(0.02)
+                else:
+                    await trio.sleep(0.5)
+        assert (node.links.refused_streams > before) == (role != MEMBER), role
 
 
 async def test_every_operation_against_every_role(matrix_node) -> None:  # type: ignore[no-untyped-def]
@@ -101,7 +136,7 @@ async def test_every_operation_against_every_role(matrix_node) -> None:  # type:
 async def test_read_only_client_and_disable_delete_enforced_by_server(matrix_node) -> None:  # type: ignore[no-untyped-def]
     node, identities = matrix_node
     node.auth.read_only_client = True
-    expected = {(role, name): role == MEMBER or (role in allowed and allowed is READS)
+    expected = {(role, name): role == MEMBER or (role in allowed and allowed is not WRITES)
                 for role in ROLES for name, (_, allowed) in OPS.items()}
     await _run_matrix(node, identities, expected)
     node.auth.read_only_client = False
