@@ -186,25 +186,23 @@ class Client:
 
     async def _main(self, bootstrap: Sequence[str], identity: Identity | None,
                     config: str | None, options: ClientOptions) -> None:
+        # The constructor waits for _ready and then reads _error: set _error first.
         try:
             async with trio.open_nursery() as nursery:
-                try:
-                    self._async = await AsyncClient.start(
-                        nursery, config=config, bootstrap=bootstrap, identity=identity,
-                        options=options)
-                    self._token = trio.lowlevel.current_trio_token()
-                    self._stop = trio.Event()
-                finally:
-                    self._ready.set()
+                self._async = await AsyncClient.start(
+                    nursery, config=config, bootstrap=bootstrap, identity=identity,
+                    options=options)
+                self._token = trio.lowlevel.current_trio_token()
+                self._stop = trio.Event()
+                self._ready.set()
                 await self._stop.wait()
                 with trio.CancelScope(shield=True):
                     await self._async.aclose()
         except BaseException as exc:  # reported to the constructor's caller
-            if self._async is None:
-                self._error = _plain(exc)
-                self._ready.set()
-            else:
+            if self._ready.is_set():
                 raise
+            self._error = _plain(exc)
+            self._ready.set()
 
     def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         if self._closed:
