@@ -29,6 +29,7 @@ Batches do all their file work in one thread hop.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from pathlib import Path
 from dscluster.datastore.base import BatchOp, BlockingDatastore
 from dscluster.datastore.key import Key
 from dscluster.datastore.query import Entry, Query, naive_query
-from dscluster.errors import BadKeyError, ConfigError, NotFoundError
+from dscluster.errors import BadKeyError, ConfigError, NotFoundError, UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -389,12 +390,15 @@ class FlatfsDatastore(BlockingDatastore):
         return size
 
     def put_blocking(self, key: Key, value: bytes) -> None:
-        self._files.put_one(key_name(str(key)), value)
+        name = key_name(str(key))
+        with _storage_errors():
+            self._files.put_one(name, value)
 
     def delete_blocking(self, key: Key) -> None:
         text = str(key)
         if is_flatfs_key(text):  # a key flatfs cannot hold is already absent
-            self._files.apply({}, {text[1:]})
+            with _storage_errors():
+                self._files.apply({}, {text[1:]})
 
     def commit_blocking(self, ops: Sequence[BatchOp]) -> None:
         # Not atomic across keys (neither is go-ds-flatfs's batch): each key is
@@ -409,7 +413,8 @@ class FlatfsDatastore(BlockingDatastore):
             elif is_flatfs_key(text):
                 deletes.add(text[1:])
                 puts.pop(text[1:], None)
-        self._files.apply(puts, deletes)
+        with _storage_errors():
+            self._files.apply(puts, deletes)
 
     def query_blocking(self, q: Query) -> tuple[Iterable[Entry], Callable[[], None] | None]:
         # Keys are single-level: a prefix other than "/" matches nothing, which
@@ -443,6 +448,20 @@ class FlatfsDatastore(BlockingDatastore):
             await self._call("delete", self.delete_blocking, key)
         else:
             self.delete_blocking(key)
+
+
+@contextlib.contextmanager
+def _storage_errors() -> Iterator[None]:
+    """A full, read-only or forbidden disk is UnavailableError (transient: space may return)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRNOS:
+            raise
+        raise UnavailableError(f"flatfs cannot write: {exc.strerror}") from exc
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _read_sharding(root: str) -> ShardFunc | None:

@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from dscluster.datastore.flatfs import FlatfsDatastore
-from dscluster.errors import DSClusterError
+from dscluster.errors import DSClusterError, UnavailableError
 from dscluster.testing.cluster import local_cluster, store_client
 
 VALUE = 16 * 1024
@@ -46,6 +46,7 @@ async def test_full_flatfs_errors_then_recovers(tmp_path, tiny_fs) -> None:  # t
                         continue
                     acked[key] = value
                 assert errors, "the store never filled up"
+                assert all(isinstance(e, UnavailableError) for e in errors), errors[0]
                 assert 0 < len(acked) < 200
                 for key, value in acked.items():  # nothing acknowledged is lost or torn
                     assert await client.get(key) == value
