@@ -6,6 +6,7 @@ else
 PY := .venv/bin/python
 endif
 SEEDS ?= 200
+MINUTES ?= 10
 PYTEST_ARGS ?=
 
 .PHONY: install test test-slow lint run bench simulate fuzz clean
@@ -35,6 +36,9 @@ bench: install
 
 simulate: install
 	$(PY) -m dscluster.testing.simulate --seeds $(SEEDS)
+
+fuzz: install
+	$(PY) -m dscluster.testing.fuzz --minutes $(MINUTES)
 
 clean:
 	rm -rf .venv build *.egg-info .pytest_cache
