@@ -135,9 +135,19 @@ def _compile_union(alts: tuple[Any, ...]) -> tuple[Encoder, Decoder]:
     optional = type(None) in alts
     parts = [(_runtime_type(alt), *_compile(alt)) for alt in alts if alt is not type(None)]
 
+    # Fast paths by exact type (OkMany answers are unions): a value whose type
+    # needs no conversion is sent as it is, and a wire value whose CBOR type
+    # only one alternative can hold goes straight to that decoder, without
+    # trial decoding (which costs a ProtocolError per failed alternative).
+    plain_types = {alt for alt, e, _ in parts if e is _identity and alt in _WIRE_TYPES}
+    claims: dict[type, list[Decoder]] = {}
+    for alt, _, d in parts:
+        claims.setdefault(_wire_type(alt), []).append(d)
+    only = {t: ds[0] for t, ds in claims.items() if len(ds) == 1}
+
     def enc(v: Any) -> Any:
-        if v is None:
-            return None
+        if v is None or type(v) in plain_types:
+            return v
         for alt, e, _ in parts:
             if isinstance(v, alt):
                 return e(v)
@@ -148,6 +158,9 @@ def _compile_union(alts: tuple[Any, ...]) -> tuple[Encoder, Decoder]:
             if optional:
                 return None
             _fail("unexpected null", v)
+        d1 = only.get(type(v))
+        if d1 is not None:
+            return d1(v)
         for _, _, d in parts:
             try:
                 return d(v)
@@ -163,6 +176,18 @@ def _compile_union(alts: tuple[Any, ...]) -> tuple[Encoder, Decoder]:
 
         return (lambda v: None if v is None else e1(v)), dec_optional
     return enc, dec
+
+
+_WIRE_TYPES = (int, bool, str, bytes)  # CBOR decodes these to exactly these types
+
+
+def _wire_type(runtime: type) -> type:
+    """The Python type cbor2 decodes a value of this (runtime) type to."""
+    if runtime in _WIRE_TYPES:
+        return runtime
+    if isinstance(runtime, type) and issubclass(runtime, enum.Enum):
+        return str  # our enums have str values
+    return list  # structs, arrays, fixed tuples
 
 
 def _runtime_type(hint: Any) -> type:
@@ -184,7 +209,7 @@ def _compile_array(item: Any, limit: int | None) -> tuple[Encoder, Decoder]:
             _fail("expected an array", v)
         if len(v) > cap:
             _fail(f"array longer than {cap}", len(v))
-        return tuple(d(x) for x in v)
+        return tuple([d(x) for x in v])
 
     # Items that need no conversion: cbor2 writes the tuple itself as an array,
     # so a 4 KiB-value Batch costs no Python work per item on the way out.
@@ -200,7 +225,7 @@ def _compile_fixed(items: tuple[Any, ...]) -> tuple[Encoder, Decoder]:
     def dec(v: Any) -> Any:
         if type(v) is not list or len(v) != len(codecs):
             _fail(f"expected an array of {len(codecs)}", v)
-        return tuple(d(x) for (_, d), x in zip(codecs, v, strict=True))
+        return tuple([d(x) for (_, d), x in zip(codecs, v, strict=True)])
 
     plain = all(c[0] is _identity for c in codecs)
     return (_identity if plain else enc), dec
