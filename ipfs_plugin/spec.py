@@ -17,11 +17,14 @@ returns frozen values, and every mistake is a ConfigError naming where it is
 them; if one fails, those already open are closed again. Types other than the
 built-in ones (``clusterds``: the cluster client) are opened by factories
 registered with ``register_datastore_type``; the spec is checked for them
-only as far as "type" goes, the factory checks its own fields.
+only as far as "type" goes, the factory checks its own fields. ``clusterds``
+registers itself on first use: its module (and the cluster client under it)
+is imported only when a spec names it.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -94,11 +97,22 @@ class SpecContext:
 
 DatastoreFactory = Callable[[Mapping[str, Any], SpecContext], Awaitable[Datastore]]
 _factories: dict[str, DatastoreFactory] = {}
+# Types whose module registers them when imported: loaded on first use, so
+# reading a spec costs no client imports, and no cycle (they import this module).
+_LAZY_TYPES = {"clusterds": ("ipfs_plugin.clusterds", "open_clusterds")}
 
 
 def register_datastore_type(name: str, factory: DatastoreFactory) -> None:
     """Let specs use ``{"type": name, ...}``; the factory opens it (later ones replace)."""
     _factories[name] = factory
+
+
+def datastore_factory(name: str) -> DatastoreFactory | None:
+    """The factory for a type, importing the module of a lazily registered one."""
+    if name not in _factories and name in _LAZY_TYPES:
+        module, attribute = _LAZY_TYPES[name]
+        _factories[name] = getattr(importlib.import_module(module), attribute)
+    return _factories.get(name)
 
 
 # -- parsing -------------------------------------------------------------------
@@ -183,9 +197,10 @@ async def open_spec(spec: Spec, repo: str | Path) -> Datastore:
         # data; new blocks are written uncompressed (LevelDatastore's choice).
         return LevelDatastore(repo / spec.path)
     if isinstance(spec, PluginSpec):
-        factory = _factories.get(spec.type)
+        factory = datastore_factory(spec.type)
         if factory is None:
-            known = ", ".join(sorted(["mount", "measure", "flatfs", "levelds", *_factories]))
+            known = ", ".join(sorted({"mount", "measure", "flatfs", "levelds", *_factories,
+                                      *_LAZY_TYPES}))
             raise ConfigError(
                 f"{spec.where}.type: unknown datastore type {spec.type!r} (known: {known})"
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -177,7 +179,7 @@ async def test_registered_factory_opens_clusterds(tmp_path):
         with pytest.raises(ConfigError, match=r"Datastore.Spec.mounts\[0\].child.cfg: missing"):
             await open_spec(bad, tmp_path)
     finally:
-        ds_spec._factories.pop("clusterds", None)
+        ds_spec._factories.pop("clusterds", None)  # the real one loads again on next use
 
 
 def test_read_kubo_spec_from_a_repo(tmp_path):
@@ -227,3 +229,23 @@ async def test_failed_child_closes_the_ones_already_open(tmp_path):
     # LevelDB holds a lock while open: this open succeeds only if it was closed
     level = LevelDatastore(tmp_path / "datastore")
     await level.close()
+
+
+def test_clusterds_is_known_without_importing_its_module(tmp_path):
+    # A fresh interpreter: reading a spec imports no client code, and opening a
+    # clusterds entry finds the type by itself (its factory names the missing cfg).
+    script = """
+import sys, trio
+from ipfs_plugin.spec import open_spec, parse_spec
+from dscluster.errors import ConfigError
+assert "dsclient.client" not in sys.modules and "ipfs_plugin.clusterds" not in sys.modules
+spec = parse_spec({"type": "clusterds", "cfg": "clusterds.json"})
+try:
+    trio.run(open_spec, spec, sys.argv[1])
+except ConfigError as exc:
+    print(exc)
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Datastore.Spec.cfg: ") and "no such file" in done.stdout
