@@ -50,14 +50,17 @@ log = logging.getLogger("dscluster")
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-def open_datastore(kind: str, conf_dir: str, path: str, mongodb: str, peer_id: str) -> Datastore:
+def open_datastore(kind: str, conf_dir: str, path: str, mongodb: str, peer_id: str,
+                   sync: bool = False) -> Datastore:
+    """The node's backend; ``sync`` makes an acknowledged write survive power loss
+    (LevelDB fsyncs its log per write, MongoDB journals it: j=true; flatfs always syncs)."""
     if kind not in DATASTORE_KINDS:
         raise ConfigError(f"--datastore {kind!r}: use one of {', '.join(DATASTORE_KINDS)}")
     where = os.path.join(conf_dir, path)
     if kind == "leveldb":
         from dscluster.datastore.leveldb import LevelDatastore
 
-        return LevelDatastore(where)
+        return LevelDatastore(where, sync=sync)
     if kind == "flatfs":
         from dscluster.datastore.flatfs import FlatfsDatastore
 
@@ -68,15 +71,22 @@ def open_datastore(kind: str, conf_dir: str, path: str, mongodb: str, peer_id: s
         from dscluster.datastore.leveldb import LevelDatastore
 
         return HybridDatastore(FlatfsDatastore(os.path.join(where, "blocks")),
-                               LevelDatastore(os.path.join(where, "leveldb")))
+                               LevelDatastore(os.path.join(where, "leveldb"), sync=sync))
     if kind == "mongo":
         if not mongodb:
             raise ConfigError("--datastore mongo needs --mongodb URI")
         from dscluster.datastore.mongo import MongoDatastore
 
         # One collection per node: several nodes may share one MongoDB server.
-        return MongoDatastore(mongodb, "dscluster", f"node-{peer_id}")
+        return MongoDatastore(mongodb, "dscluster", f"node-{peer_id}", sync=sync)
     return MemoryDatastore()
+
+
+def write_mode(kind: str, sync: bool) -> str:
+    """What an acknowledgement of this backend survives, for the start-up line."""
+    if kind == "memory":
+        return "memory only"
+    return "synced" if sync or kind == "flatfs" else "unsynced"
 
 
 def table_of(cfg: NodeConfig) -> SlotTable:
@@ -104,7 +114,7 @@ async def join(conf: Path, bootstrapper: str, identity: str, secret: str,
 
 
 async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list[str],
-              disable_delete: bool, tick: float) -> None:
+              disable_delete: bool, tick: float, sync: bool = False) -> None:
     identity = cfg.identity.identity()
     me = identity.peer_id_str
     conf_dir = str(conf)
@@ -113,7 +123,7 @@ async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list
                             read_only_client=cfg.read_only_client,
                             disable_delete=disable_delete or cfg.disable_delete,
                             tick_interval=tick)
-    ds = open_datastore(kind, conf_dir, cfg.datastore.path, mongodb, me)
+    ds = open_datastore(kind, conf_dir, cfg.datastore.path, mongodb, me, sync)
     try:
         async with open_host(identity, listen or list(cfg.swarm),
                              swarm_key=swarm_key_of(conf)) as host, \
@@ -130,7 +140,9 @@ async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list
                 host.host.set_stream_handler(JOIN_PROTOCOL, server.handle_stream)  # type: ignore[arg-type]
             for addr in node.addrs:
                 print(f"dscluster: node listening on {addr}", flush=True)
-            print(f"dscluster: {kind} datastore, slots {node.core.table.slots_of(me)}", flush=True)
+            mode = write_mode(kind, sync)
+            slots = node.core.table.slots_of(me)
+            print(f"dscluster: {kind} datastore ({mode} writes), slots {slots}", flush=True)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
                     log.info("%s: shutting down", signal.Signals(signum).name)
@@ -162,6 +174,10 @@ def main_command(
              f"{DEFAULT_DATASTORE}).")] = "",
     mongodb: Annotated[str, typer.Option(help="MongoDB URI for --datastore mongo.")] = "",
     disable_delete: Annotated[bool, typer.Option(help="Refuse deletes from clients.")] = False,
+    sync: Annotated[bool, typer.Option(
+        "--sync", "--durable",
+        help="Acknowledge a write only once it survives power loss (LevelDB fsync per "
+             "write, MongoDB j=true; flatfs always syncs).")] = False,
     listen: Annotated[list[str] | None, typer.Option(
         help="Listen multiaddr (repeatable); default: the config's addresses.swarm.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
@@ -207,7 +223,7 @@ def main_command(
     cfg = load_node_config(conf)
     kind = datastore or cfg.datastore.kind
     trio.run(run, conf, cfg, kind, mongodb or cfg.datastore.mongodb_uri, list(listen or ()),
-             disable_delete, tick)
+             disable_delete, tick, sync)
 
 
 def _user_error(exc: BaseException) -> DSClusterError | None:
