@@ -222,19 +222,35 @@ def _resp(*args: bytes) -> bytes:
 
 
 def load(rc: RedisCluster, keys: int, timeout: float = 600) -> None:
-    """``keys`` 4 KiB values, each sent to the master serving its slot (redis-cli --pipe)."""
+    """``keys`` 4 KiB values, each streamed to the master serving its slot (redis-cli --pipe)."""
     owner = [0] * SLOTS
     masters = rc.masters()
     for i, (_, _, ranges) in enumerate(masters):
         for lo, hi in ranges:
             owner[lo:hi + 1] = [i] * (hi - lo + 1)
     value = os.urandom(VALUE)
-    per_master: list[list[bytes]] = [[] for _ in masters]
-    for n in range(keys):
-        key = b"bench:%d" % n
-        per_master[owner[redis_slot(key)]].append(_resp(b"SET", key, value))
-    for (_, port, _), commands in zip(masters, per_master, strict=True):
-        cli(port, "--pipe", stdin=b"".join(commands), timeout=timeout)
+    pipes = [subprocess.Popen(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "--pipe"],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+             for _, port, _ in masters]
+    try:
+        for n in range(keys):  # streamed: the bench holds one command at a time, not 800 MB
+            key = b"bench:%d" % n
+            stdin = pipes[owner[redis_slot(key)]].stdin
+            assert stdin is not None
+            stdin.write(_resp(b"SET", key, value))
+    finally:
+        for proc in pipes:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in pipes:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    failed = [p.returncode for p in pipes if p.returncode != 0]
+    if failed:
+        raise RuntimeError(f"redis-cli --pipe failed ({failed})")
 
 
 def reshard(rc: RedisCluster, timeout: float = 900) -> tuple[int, float]:
