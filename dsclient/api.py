@@ -27,7 +27,7 @@ import trio
 from multiformats import CID
 
 from dsclient import unixfs
-from dsclient.client import ClientOptions, ClusterClient, config_table
+from dsclient.client import ClientOptions, ClusterClient, config_table, options_for_config
 from dsclient.routing import RoutingTable
 from dsclient.unixfs import DatastoreBlockStore, Stat, verify_block
 from dscluster.blocks import block_key, parse_cid
@@ -64,6 +64,7 @@ class AsyncClient:
             cfg = load_client_config(config)
             identity = identity or cfg.identity.identity()
             table = config_table(cfg)
+            options = options_for_config(config, options)  # DIR/swarm.key: private network
         cluster = await ClusterClient.start(nursery, identity, bootstrap=bootstrap, table=table,
                                             options=options)
         return cls(cluster)

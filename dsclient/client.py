@@ -34,9 +34,10 @@ hold a context open (the Datastore contract's open/close).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import trio
 from libp2p.network.config import RetryConfig
@@ -46,7 +47,7 @@ from trio import TaskStatus  # type: ignore[attr-defined]
 from dsclient.merge import merge, node_query
 from dsclient.pipeline import NodePipe, Op, OpKind, PackLimits, single_request
 from dsclient.routing import RoutingTable, probe_key
-from dscluster.config import ClientConfig, load_client_config
+from dscluster.config import ClientConfig, config_file, load_client_config
 from dscluster.core.slots import key_slot
 from dscluster.datastore.base import BatchOp, Datastore
 from dscluster.datastore.key import Key
@@ -61,6 +62,7 @@ from dscluster.errors import (
     UnavailableError,
 )
 from dscluster.net.host import HostHandle, Identity, open_host, parse_peer_id
+from dscluster.net.pnet import swarm_key_of
 from dscluster.net.rpc import RpcClient, RpcLimits, open_rpc_client
 from dscluster.wire import messages as wm
 
@@ -79,6 +81,8 @@ class ClientOptions:
     max_messages_per_node: int = 8  # batched messages in flight per node
     query_chunk: int = 1024  # entries per query chunk
     pack: PackLimits = PackLimits()
+    # The private network's key (pnet.py); kept out of repr so it is never logged.
+    swarm_key: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,8 @@ class ClusterClient(Datastore):
                            open_timeout=min(10.0, options.request_timeout))
         client: ClusterClient | None = None
         try:
-            async with open_host(identity) as host, open_rpc_client(host.host, limits) as rpc, \
+            async with open_host(identity, swarm_key=options.swarm_key) as host, \
+                    open_rpc_client(host.host, limits) as rpc, \
                     trio.open_nursery() as nursery:
                 _no_dial_retries(host)
                 client = cls(host, rpc, nursery, table, options)
@@ -462,6 +467,14 @@ async def open_cluster_client(identity: Identity | None = None, *,
                 await client.close()
 
 
+def options_for_config(path: str | os.PathLike[str], options: ClientOptions) -> ClientOptions:
+    """``options`` with the config directory's swarm.key, if it has one and none is set."""
+    if options.swarm_key is not None:
+        return options
+    key = swarm_key_of(config_file(path).parent)
+    return options if key is None else replace(options, swarm_key=key)
+
+
 def config_table(cfg: ClientConfig) -> RoutingTable:
     """The routing table a client config holds (its ``nodes`` and bootstrap addrs)."""
     table = RoutingTable()
@@ -477,5 +490,5 @@ async def client_from_config(path: str, options: ClientOptions = ClientOptions()
     """A ClusterClient for a client config file (or directory holding config.json)."""
     cfg = load_client_config(path)
     async with open_cluster_client(cfg.identity.identity(), table=config_table(cfg),
-                                   options=options) as client:
+                                   options=options_for_config(path, options)) as client:
         yield client
