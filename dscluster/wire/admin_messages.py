@@ -13,6 +13,14 @@ carries a migration id where there is one) and errors travel as ``Fail``.
   AdminRemoveMember  -> Ok                retire a member that owns no slots
   AdminCheck         -> AdminCheckReply   keys held here whose slot this node
                                           neither owns nor is migrating away
+  AdminGrant         -> Ok                give a client peer a role in this node's
+                                          clients file (replacing its old role)
+  AdminRevoke        -> Ok(bool)          take a client's role away (only that
+                                          role, when one is named); True if removed
+  AdminRoles         -> AdminRolesReply   this node's clients file: (peer, role)
+
+Roles are per node (each node's DIR/clients); ``dsclient cluster auth`` sends
+the same change to every member and reports each node's answer.
 """
 
 from __future__ import annotations
@@ -101,3 +109,36 @@ class AdminCheckReply(Response):
     keys: int  # keys scanned
     stray: int  # keys on a slot this node neither owns nor is moving away
     sample: Annotated[tuple[Annotated[str, MaxLen(4096)], ...], MaxLen(16)]
+
+
+RoleName = Annotated[str, MaxLen(32)]  # dscluster.node.auth.Role value
+
+
+@message(72)
+@dataclass(frozen=True, slots=True)
+class AdminGrant(Request):
+    id: int
+    peer: PeerId
+    role: RoleName
+
+
+@message(73)
+@dataclass(frozen=True, slots=True)
+class AdminRevoke(Request):
+    id: int
+    peer: PeerId
+    role: RoleName = ""  # "": whatever role it has
+
+
+@message(74)
+@dataclass(frozen=True, slots=True)
+class AdminRoles(Request):
+    id: int
+
+
+@message(75)
+@dataclass(frozen=True, slots=True)
+class AdminRolesReply(Response):
+    id: int
+    peer_id: PeerId  # the answering node
+    clients: Annotated[tuple[tuple[PeerId, RoleName], ...], MaxLen(65536)]
