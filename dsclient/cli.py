@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -391,11 +392,16 @@ def ipfs_serve(
     from ipfs_plugin.node import serve
 
     async def go() -> None:
-        async with _client() as client, trio.open_nursery() as nursery:
-            addr = await nursery.start(serve, client.cluster, None,
-                                       tuple(listen or ("/ip4/127.0.0.1/tcp/0",)))
-            typer.echo(addr)
-            sys.stdout.flush()
+        # SIGTERM (a service manager's stop) ends it as cleanly as Ctrl-C: exit status 0.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with _client() as client, trio.open_nursery() as nursery:
+                addr = await nursery.start(serve, client.cluster, None,
+                                           tuple(listen or ("/ip4/127.0.0.1/tcp/0",)))
+                typer.echo(addr)
+                sys.stdout.flush()
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
 
     try:
         _run(go)
@@ -423,7 +429,8 @@ def ipfs_fetch(
         stats = _run(go)
     except trio.TooSlowError:
         raise UserError(f"fetching {cid} from {peer} took longer than {timeout}s") from None
-    typer.echo(f"fetched {cid}: {stats}")
+    typer.echo(f"fetched {cid}: {stats.blocks} blocks, {stats.fetched} new "
+               f"({stats.bytes_fetched} bytes)")
 
 
 # -- entry point ---------------------------------------------------------------------------
