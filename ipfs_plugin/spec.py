@@ -216,6 +216,22 @@ async def open_spec(spec: Spec, repo: str | Path) -> Datastore:
         raise
 
 
+def blocks_spec(spec: Spec) -> Spec:
+    """The part of a spec that holds blocks: Kubo keeps them under /blocks.
+
+    A block's key there is what dscluster.blocks.block_key gives ("/" + base32
+    of the multihash), so the bitswap node serves the child mounted at /blocks.
+    A spec that mounts nothing at /blocks is returned whole.
+    """
+    if isinstance(spec, MeasureSpec):
+        return blocks_spec(spec.child)
+    if isinstance(spec, MountSpec):
+        for mountpoint, child in spec.mounts:
+            if mountpoint == "/blocks":
+                return child
+    return spec
+
+
 def read_kubo_spec(repo: str | Path) -> Spec:
     """The parsed ``Datastore.Spec`` of a Kubo repo's ``config`` file."""
     path = Path(repo) / "config"

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import trio
 
 from dscluster.blocks import block_key
@@ -59,3 +60,16 @@ def test_bad_peer_address_is_one_line(tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: not a peer multiaddr") and err.count("\n") == 1
+
+
+def test_repo_without_a_config_is_one_line(tmp_path, capsys):
+    code = main(["serve", "--repo", str(tmp_path / "no-repo")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err == f"error: no Kubo config at {tmp_path / 'no-repo' / 'config'}\n"
+
+
+def test_serve_needs_exactly_one_store(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--repo", str(tmp_path), "--flatfs", str(tmp_path / "f")])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from ipfs_plugin.spec import (
     MeasureSpec,
     MountSpec,
     PluginSpec,
+    blocks_spec,
     open_kubo_datastore,
     open_spec,
     parse_spec,
@@ -249,3 +250,16 @@ except ConfigError as exc:
                           text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Datastore.Spec.cfg: ") and "no such file" in done.stdout
+
+
+def test_blocks_spec_is_the_blocks_mount():
+    readme = parse_spec(GO_DS_CLUSTER_README)
+    assert blocks_spec(readme) == MeasureSpec("clusterds.datastore", PluginSpec(
+        "clusterds", {"cfg": "clusterds.json"}, "Datastore.Spec.mounts[0].child"))
+    kubo = blocks_spec(parse_spec(KUBO_DEFAULT))
+    assert isinstance(kubo, MeasureSpec) and kubo.child == FlatfsSpec("blocks", DEFAULT_SHARD)
+    level = LeveldsSpec("datastore")
+    assert blocks_spec(level) == level  # nothing mounted at /blocks: the whole store
+    other = parse_spec({"type": "mount", "mounts": [
+        {"mountpoint": "/blocksx", "type": "levelds", "path": "a"}]})
+    assert blocks_spec(other) == other
