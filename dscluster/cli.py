@@ -142,7 +142,7 @@ async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list
                 print(f"dscluster: node listening on {addr}", flush=True)
             mode = write_mode(kind, sync)
             slots = node.core.table.slots_of(me)
-            print(f"dscluster: {kind} datastore ({mode} writes), slots {slots}", flush=True)
+            print(f"dscluster: {kind} datastore ({mode} writes), slots {slots or 'none yet'}", flush=True)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
                     log.info("%s: shutting down", signal.Signals(signum).name)
