@@ -14,6 +14,11 @@ Who may call: cluster members (they hold Role.ADMIN implicitly), the peers
 listed in DIR/admins (one peer ID per line, ``#`` comments) and, when the
 node carries an Authorizer (``node.auth``), whoever it grants Role.ADMIN
 (an ``admin`` line in the clients file).
+
+Client roles: AdminGrant/AdminRevoke rewrite this node's DIR/clients (0600,
+atomically) and hand the new roles to ``node.auth`` at once; the admin client
+sends the same change to every member (``dsclient cluster auth``). Members
+are decided by the table, so ``member`` is not a role one can grant.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from dscluster.datastore import Query
 from dscluster.errors import BadRequestError, ConfigError, UnauthorizedError
 from dscluster.net.host import parse_peer_id
 from dscluster.net.rpc import serve_rpc
+from dscluster.node.auth import Role
+from dscluster.node.clients import format_clients, load_clients, save_clients
 from dscluster.wire import admin_messages as am
 from dscluster.wire import messages as wm
 
@@ -70,9 +77,11 @@ def load_admins(conf_dir: str) -> frozenset[str]:
 
 
 class AdminService:
-    def __init__(self, node: DataNode, admins: frozenset[str] = frozenset()) -> None:
+    def __init__(self, node: DataNode, admins: frozenset[str] = frozenset(),
+                 conf_dir: str | None = None) -> None:
         self._node = node
         self._admins = admins
+        self._conf_dir = conf_dir
         self.refused = 0
 
     def _authorize(self, peer: ID) -> None:
@@ -81,8 +90,6 @@ class AdminService:
             return
         auth: Any = getattr(self._node, "auth", None)
         if auth is not None:  # the node's Authorizer (dscluster/node/auth.py)
-            from dscluster.node.auth import Role
-
             auth.require(name, Role.ADMIN)
             return
         self.refused += 1
@@ -115,11 +122,51 @@ class AdminService:
                 return wm.Ok(rid)
             case am.AdminCheck():
                 return await self._check(rid)
+            case am.AdminGrant(peer=client, role=role):
+                self._change_role(peer, client, _client_role(role))
+                return wm.Ok(rid)
+            case am.AdminRevoke(peer=client, role=role):
+                return wm.Ok(rid, self._change_role(peer, client, None,
+                                                    _client_role(role) if role else None))
+            case am.AdminRoles():
+                return am.AdminRolesReply(rid, self._node.core.me, tuple(
+                    (c, r.value) for c, r in sorted(self._read_clients().items())))
         raise BadRequestError(f"{type(request).__name__} is not an admin request")
 
     def stream(self, peer: ID, request: wm.Query) -> AsyncIterator[wm.QueryChunk]:
         self._authorize(peer)
         raise BadRequestError("the admin protocol has no queries")
+
+    def _read_clients(self) -> dict[str, Role]:
+        if self._conf_dir is None:
+            raise BadRequestError("this node has no config directory for client roles")
+        return load_clients(self._conf_dir)
+
+    def _change_role(self, by: ID, client: str, role: Role | None,
+                     only: Role | None = None) -> bool:
+        """Give ``client`` ``role`` (None: remove, if it holds ``only`` when named).
+
+        No await between reading and writing the file: two changes on this node
+        cannot interleave. True if the file changed."""
+        parse_peer_id(client)
+        if self._node.driver.is_member(client):
+            raise BadRequestError(f"{client} is a cluster member: its role is the table's")
+        clients = self._read_clients()
+        old = clients.get(client)
+        if role is not None:
+            clients[client] = role
+        elif old is not None and (only is None or old is only):
+            del clients[client]
+        if clients.get(client) == old:
+            return False
+        assert self._conf_dir is not None
+        save_clients(self._conf_dir, format_clients(clients))
+        auth: Any = getattr(self._node, "auth", None)
+        if auth is not None:
+            auth.set_clients(clients)
+        log.info("client %s: %s -> %s (by %s)", client, old.value if old else "none",
+                 role.value if role else "none", by.to_base58())
+        return True
 
     def _status(self, rid: int) -> am.AdminStatusReply:
         core, migrator = self._node.core, self._node.migrator
@@ -142,7 +189,8 @@ class AdminService:
         for m in core.migrations:
             for slot in m.slots:
                 allowed[slot] = 1
-        scanned, stray, sample = 0, 0, []
+        scanned, stray = 0, 0
+        sample: list[str] = []
         results = await self._node.datastore.query(Query(keys_only=True))
         try:
             async for entry in results:
@@ -158,6 +206,13 @@ class AdminService:
         return am.AdminCheckReply(rid, scanned, stray, tuple(sample))
 
 
+def _client_role(name: str) -> Role:
+    try:
+        return Role.parse(name)
+    except ValueError as exc:
+        raise BadRequestError(str(exc)) from None
+
+
 def _ranges(ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
     try:
         return normalize_ranges(ranges)
@@ -168,7 +223,7 @@ def _ranges(ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
 @asynccontextmanager
 async def serve_admin(node: DataNode, conf_dir: str) -> AsyncIterator[AdminService]:
     """Serve ADMIN_PROTOCOL for ``node`` for the body of the block."""
-    service = AdminService(node, load_admins(conf_dir))
+    service = AdminService(node, load_admins(conf_dir), conf_dir)
     try:
         async with serve_rpc(node.host.host, wm.ADMIN_PROTOCOL, service):  # type: ignore[arg-type]
             yield service
