@@ -20,6 +20,11 @@ keys, and lists what is wrong: tables that differ, slots left unowned, slots
 still migrating, keys a node holds on a slot it neither owns nor moves.
 ``fix`` rolls back migrations that have not started moving keys (PREPARING)
 and waits for the others, which only ever go forward.
+
+Client roles live in each node's clients file. ``grant``/``revoke`` send the
+same change to every member at once and return each node's outcome (None or
+its error), so a node that was down is named and the change can be re-run
+(it is idempotent); ``roles`` returns each node's view.
 """
 
 from __future__ import annotations
@@ -178,6 +183,51 @@ class AdminClient:
     async def remove_member(self, peer: str) -> None:
         via = next(p for p in await self.members() if p != peer)
         await self.call(via, am.AdminRemoveMember(0, peer))
+
+    # -- client roles (each node's clients file) ----------------------------------------
+
+    async def on_every_member(self, request: wm.Request
+                              ) -> dict[str, wm.Response | DSClusterError]:
+        """``request`` sent to every member concurrently: each node's answer or error."""
+        out: dict[str, wm.Response | DSClusterError] = {}
+
+        async def one(peer: str) -> None:
+            try:
+                out[peer] = await self.call(peer, request)
+            except DSClusterError as exc:
+                out[peer] = exc
+
+        async with trio.open_nursery() as nursery:
+            for peer in await self.members():
+                nursery.start_soon(one, peer)
+        return dict(sorted(out.items()))
+
+    async def grant(self, client: str, role: str) -> dict[str, DSClusterError | None]:
+        """Give ``client`` ``role`` on every member; per node None (done) or the error."""
+        parse_peer_id(client)
+        replies = await self.on_every_member(am.AdminGrant(0, client, role))
+        return {p: r if isinstance(r, DSClusterError) else None for p, r in replies.items()}
+
+    async def revoke(self, client: str, role: str = "") -> dict[str, DSClusterError | bool]:
+        """Take ``client``'s role (only ``role``, if named) on every member.
+
+        Per node: True (removed), False (it had no such role) or the error."""
+        parse_peer_id(client)
+        replies = await self.on_every_member(am.AdminRevoke(0, client, role))
+        return {p: r if isinstance(r, DSClusterError) else bool(getattr(r, "value", False))
+                for p, r in replies.items()}
+
+    async def roles(self) -> dict[str, dict[str, str] | DSClusterError]:
+        """Each member's clients: peer -> role name, or the error it gave."""
+        out: dict[str, dict[str, str] | DSClusterError] = {}
+        for peer, reply in (await self.on_every_member(am.AdminRoles(0))).items():
+            if isinstance(reply, am.AdminRolesReply):
+                out[peer] = dict(reply.clients)
+            elif isinstance(reply, DSClusterError):
+                out[peer] = reply
+            else:
+                out[peer] = BadRequestError(f"answered roles with {type(reply).__name__}")
+        return out
 
     async def check_keys(self, peer: str) -> am.AdminCheckReply:
         resp = await self.call(peer, am.AdminCheck(0), timeout=CHECK_TIMEOUT)
@@ -358,11 +408,14 @@ def _seeds(addrs: Sequence[str]) -> dict[str, list[str]]:
 
 
 @asynccontextmanager
-async def open_admin(identity: Identity, seeds: Sequence[str] | dict[str, list[str]]
-                     ) -> AsyncIterator[AdminClient]:
-    """An AdminClient that starts from ``seeds`` (/p2p/ multiaddrs, or peer -> addrs)."""
+async def open_admin(identity: Identity, seeds: Sequence[str] | dict[str, list[str]],
+                     swarm_key: bytes | None = None) -> AsyncIterator[AdminClient]:
+    """An AdminClient that starts from ``seeds`` (/p2p/ multiaddrs, or peer -> addrs).
+
+    ``swarm_key``: the cluster's private network key, if it has one."""
     peers = dict(seeds) if isinstance(seeds, dict) else _seeds(seeds)
     if not peers:
         raise BadRequestError("no node address (with /p2p/) to start from")
-    async with open_host(identity) as host, open_rpc_client(host.host) as rpc:
+    async with open_host(identity, swarm_key=swarm_key) as host, \
+            open_rpc_client(host.host) as rpc:
         yield AdminClient(host, rpc, peers)
