@@ -21,7 +21,7 @@ class GrowingCluster(ProcessCluster):
         super().__init__(base_dir, n, **kw)  # type: ignore[arg-type]
         self.initial = n
 
-    async def start(self, i: int, timeout: float = 30) -> None:
+    async def start(self, i: int, timeout: float = 90) -> None:
         os.makedirs(self.conf(i), exist_ok=True)
         with open(os.path.join(self.conf(i), "admins"), "w", encoding="utf-8") as f:
             f.write(f"{self.client_identity.peer_id_str}\n")
@@ -105,3 +105,13 @@ def cluster_cli(conf_dir: str, *args: str, timeout: float = 300):  # -> Complete
 
     return subprocess.run([sys.executable, "-m", "dsclient.cluster_cli", "--conf", conf_dir,
                            *args], capture_output=True, text=True, timeout=timeout)
+
+
+def dsclient(conf_dir: str, *args: str, timeout: float = 300):  # -> CompletedProcess[str]
+    """Run the ``dsclient`` console script with ``--conf DIR`` (blocking; use a thread)."""
+    import subprocess
+
+    from dscluster.testing.cluster import _script
+
+    return subprocess.run([_script("dsclient"), "--conf", conf_dir, *args],
+                          capture_output=True, text=True, timeout=timeout)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import subprocess
+import sys
+
 import trio
 
 from dsclient.admin import open_admin
@@ -12,6 +16,7 @@ from tests.rebalance.harness import (
     bulk_get,
     bulk_put,
     cluster_cli,
+    dsclient,
     write_client_conf,
 )
 from tests.rebalance.workload import Workload
@@ -32,6 +37,8 @@ async def test_grow_and_shrink_under_load_loses_no_acknowledged_write(tmp_path):
                 assert out.returncode == 0, out.stderr
                 assert f"{new_peer} is a member with 0 slots" in out.stdout
 
+                data = tmp_path / "file.bin"
+                data.write_bytes(random.Random(6).randbytes(3 * 262144 + 1000))
                 load = Workload(client, stable, seed=6)
                 async with trio.open_nursery() as nursery:
                     load.start(nursery)
@@ -39,7 +46,15 @@ async def test_grow_and_shrink_under_load_loses_no_acknowledged_write(tmp_path):
                                                         "--dry-run")
                     assert dry.returncode == 0, dry.stderr
                     assert dry.stdout.count(f"-> {new_peer}") == 3
-                    out = await trio.to_thread.run_sync(cluster_cli, conf, "rebalance")
+                    coordinator = subprocess.Popen(
+                        [sys.executable, "-m", "dsclient.cluster_cli", "--conf", conf,
+                         "rebalance"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    # (e) a file added while the slots move reads back whole
+                    added = await trio.to_thread.run_sync(dsclient, conf, "add", str(data))
+                    assert added.returncode == 0, added.stderr
+                    stdout, stderr = await trio.to_thread.run_sync(coordinator.communicate)
+                    out = subprocess.CompletedProcess(coordinator.args, coordinator.returncode,
+                                                      stdout, stderr)
                     assert out.returncode == 0, out.stderr
                     assert "rebalance done" in out.stdout
                     assert f"slots {SLOT_COUNT // 4}/{SLOT_COUNT // 4}" in out.stderr
@@ -63,6 +78,12 @@ async def test_grow_and_shrink_under_load_loses_no_acknowledged_write(tmp_path):
                 final = await bulk_get(client, admin, keys)
                 assert not load.wrong_keys(final), load.wrong_keys(final)[:5]
                 assert await bulk_get(client, admin, stable) == stable
+
+                cid = added.stdout.split()[1]
+                back = tmp_path / "back.bin"
+                got = await trio.to_thread.run_sync(dsclient, conf, "get", cid, str(back))
+                assert got.returncode == 0, got.stderr
+                assert back.read_bytes() == data.read_bytes()
 
                 out = await trio.to_thread.run_sync(cluster_cli, conf, "check")
                 assert out.returncode == 0, out.stdout + out.stderr
