@@ -5,7 +5,11 @@ an admin of the cluster: a member, an ``admin`` line in the nodes' clients
 file, or a line in their DIR/admins) and talks to the nodes' admin protocol
 through dsclient.admin. Progress goes to stderr, results to stdout; a user
 error prints one line and exits 1; ``check`` exits 2 when the cluster is not
-consistent.
+consistent. With DIR/swarm.key the admin client is in that private network.
+
+``auth add|remove|list`` change or show client roles on EVERY member (each
+node's clients file): one line per node, exit 1 if any node failed (re-run:
+the change is idempotent); ``list`` exits 2 when the nodes disagree.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from dsclient.admin import AdminClient, CheckReport, Progress, open_admin
 from dscluster.config import config_file, load_client_config
 from dscluster.core.table import NodeRole
 from dscluster.errors import ConfigError, DSClusterError
+from dscluster.net.host import parse_peer_id
+from dscluster.net.pnet import swarm_key_of
+from dscluster.node.auth import Role
 
 app = typer.Typer(name="cluster", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,
@@ -64,7 +71,7 @@ def _with_admin(fn: Callable[[AdminClient], Awaitable[Any]]) -> Any:
             seeds.setdefault(peer, []).append(base)
 
     async def main() -> Any:
-        async with open_admin(cfg.identity.identity(), seeds) as admin:
+        async with open_admin(cfg.identity.identity(), seeds, swarm_key_of(path.parent)) as admin:
             return await fn(admin)
 
     return trio.run(main)
@@ -204,6 +211,79 @@ def members() -> None:
             print(f"{node.id}  {role}  {len(table.slots_of(node.id))} slots  "
                   f"{' '.join(node.addrs)}")
     _with_admin(run)
+
+
+auth_app = typer.Typer(name="auth", no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False,
+                       help="Client roles (read-only, read-write, admin) on every node.")
+app.add_typer(auth_app)
+
+
+def _role(name: str) -> str:
+    try:
+        return Role.parse(name).value
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _report(outcomes: dict[str, Any], done: Callable[[Any], str]) -> None:
+    """One line per node; exit 1 if any node failed."""
+    failed = 0
+    for peer, outcome in outcomes.items():
+        if isinstance(outcome, DSClusterError):
+            failed += 1
+            print(f"{peer}  FAILED: {' '.join(str(outcome).split())}")
+        else:
+            print(f"{peer}  {done(outcome)}")
+    if failed:
+        print(f"{failed} of {len(outcomes)} nodes failed: run the command again",
+              file=sys.stderr)
+        raise typer.Exit(1)
+
+
+@auth_app.command("add")
+def auth_add(peer: Annotated[str, typer.Argument(help="The client's peer ID.")],
+             role: Annotated[str, typer.Argument(help="read-only, read-write or admin.")]
+             ) -> None:
+    """Give a client a role on every node (replacing the role it had)."""
+    parse_peer_id(peer)
+    name = _role(role)
+    outcomes = _with_admin(lambda admin: admin.grant(peer, name))
+    _report(outcomes, lambda _: f"{peer} {name}")
+
+
+@auth_app.command("remove")
+def auth_remove(peer: Annotated[str, typer.Argument(help="The client's peer ID.")],
+                role: Annotated[str | None, typer.Argument(
+                    help="Only if it holds this role.")] = None) -> None:
+    """Take a client's role away on every node."""
+    parse_peer_id(peer)
+    name = _role(role) if role else ""
+    outcomes = _with_admin(lambda admin: admin.revoke(peer, name))
+    _report(outcomes, lambda removed: "removed" if removed else "had no such role")
+
+
+@auth_app.command("list")
+def auth_list() -> None:
+    """Each node's clients; exit 2 if the nodes disagree."""
+    views: dict[str, Any] = _with_admin(lambda admin: admin.roles())
+    good = {p: v for p, v in views.items() if not isinstance(v, DSClusterError)}
+    for peer, view in views.items():
+        if isinstance(view, DSClusterError):
+            print(f"{peer}  FAILED: {' '.join(str(view).split())}")
+            continue
+        print(f"{peer}  {len(view)} clients")
+        for client, role in sorted(view.items()):
+            print(f"  {client} {role}")
+    distinct = {tuple(sorted(v.items())) for v in good.values()}
+    if len(distinct) > 1:
+        every = set().union(*(v.keys() for v in good.values()))
+        differ = sorted(c for c in every if len({v.get(c) for v in good.values()}) > 1)
+        print(f"DISAGREE: the nodes differ on {len(differ)} clients: {', '.join(differ)}")
+        raise typer.Exit(2)
+    if len(good) < len(views):
+        raise typer.Exit(1)
+    print(f"agree: {len(good)} nodes, {len(next(iter(good.values()), {}))} clients")
 
 
 def _user_error(exc: BaseException) -> DSClusterError | None:
