@@ -225,9 +225,10 @@ class ClusterClient(Datastore):
                 await stream.aclose()  # type: ignore[attr-defined]
 
         if local is not None:
-            merged = Results(merge(Query(prefix=q.prefix), streams), close)
+            merged = Results(merge(Query(prefix=q.prefix), streams, peers, self.table.owner_of),
+                             close)
             return naive_results(local, merged)
-        return Results(merge(q, streams), close)
+        return Results(merge(q, streams, peers, self.table.owner_of), close)
 
     async def _node_entries(self, peer: str, wire: wm.Query) -> AsyncIterator[Entry]:
         if self._closed:

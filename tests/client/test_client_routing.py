@@ -9,7 +9,7 @@ from dsclient.merge import merge, node_query
 from dsclient.pipeline import Op, OpKind, PackLimits, pack, settle
 from dsclient.routing import RoutingTable, probe_key
 from dscluster.core.slots import key_slot
-from dscluster.datastore.query import Entry, OrderByValue, Query
+from dscluster.datastore.query import Entry, OrderByKey, OrderByValue, Query
 from dscluster.errors import MovedError, NotFoundError, ProtocolError
 from dscluster.wire import messages as wm
 
@@ -88,3 +88,29 @@ async def test_merge_applies_order_offset_limit_once(offset, limit):
     got = [e async for e in merge(q, [_stream(sort(a)), _stream(sort(b))])]
     want = sort(a + b)[offset: offset + limit if limit else None]
     assert got == [Entry(e.key, None) for e in want]
+
+
+@pytest.mark.parametrize("orders", [(), (OrderByKey(),), (OrderByValue(),)])
+async def test_merge_sends_a_key_two_nodes_hold_once_and_the_owners_copy(orders):
+    # /k1 and /k2 are on both nodes (a move in flight); A owns them, its copy wins.
+    a = [Entry("/k1", b"a1"), Entry("/k2", b"b2"), Entry("/k3", b"c3")]
+    b = [Entry("/k1", b"a1"), Entry("/k2", b"b2"), Entry("/k4", b"d4")]
+    owner = {"/k1": "A", "/k2": "A", "/k3": "A", "/k4": "B"}
+    q = Query(orders=orders)
+    got = [e async for e in merge(q, [_stream(b), _stream(a)], ["B", "A"], owner.get)]
+    assert sorted(e.key for e in got) == ["/k1", "/k2", "/k3", "/k4"]
+    if orders:
+        assert [e.key for e in got] == ["/k1", "/k2", "/k3", "/k4"]
+    # Offset and limit count distinct keys.
+    q = Query(orders=(OrderByKey(),), offset=1, limit=2)
+    got = [e async for e in merge(q, [_stream(b), _stream(a)], ["B", "A"], owner.get)]
+    assert [e.key for e in got] == ["/k2", "/k3"]
+
+
+async def test_merge_by_key_prefers_the_owners_copy():
+    a = [Entry("/k1", b"source")]  # A owns /k1 (the move's source)
+    b = [Entry("/k1", b"imported")]
+    for streams, peers in (([b, a], ["B", "A"]), ([a, b], ["A", "B"])):
+        got = [e async for e in merge(Query(orders=(OrderByKey(),)),
+                                      [_stream(s) for s in streams], peers, {"/k1": "A"}.get)]
+        assert got == [Entry("/k1", b"source")]
