@@ -19,6 +19,13 @@ Without it, it survives a kill -9 of the process (the OS has the log) but not
 power loss; ``sync()`` then forces the log to disk. A batch is one LevelDB
 WriteBatch: all of it is applied or none.
 
+Errors: plyvel raises IOError for a failed read or write of LevelDB's files (a
+full or read-only disk, vanished files); every data call converts it to
+UnavailableError here, so a client sees "unavailable" and retries elsewhere or
+later instead of an internal error. After a failed write LevelDB refuses
+further writes until the database is reopened (its background error sticks),
+so a node whose disk filled up must be restarted once space is freed.
+
 Blocking: a get and a small unsynced put cost microseconds, less than a
 thread hop (about 250 us here), so they run inline; synced writes and values
 of OFFLOAD_BYTES or more (whose writes may wait for compaction) run in a
@@ -52,6 +59,10 @@ OFFLOAD_BYTES = 64 * 1024  # values this large are written from a worker thread
 INLINE_BATCH_OPS = 64  # larger batches are written from a worker thread
 
 
+def _unavailable(what: str, exc: plyvel.IOError) -> UnavailableError:
+    return UnavailableError(f"LevelDB cannot {what}: {exc}")
+
+
 class LevelDatastore(BlockingDatastore):
     """A Datastore in a LevelDB directory (created when missing)."""
 
@@ -70,28 +81,43 @@ class LevelDatastore(BlockingDatastore):
 
     # -- blocking side ------------------------------------------------------
     def get_blocking(self, key: Key) -> bytes:
-        value = self._db.get(key.bytes())
+        try:
+            value = self._db.get(key.bytes())
+        except plyvel.IOError as exc:
+            raise _unavailable("read", exc) from exc
         if value is None:
             raise NotFoundError(f"{key} not found")
         return value
 
     def has_blocking(self, key: Key) -> bool:
-        return self._db.get(key.bytes()) is not None
+        try:
+            return self._db.get(key.bytes()) is not None
+        except plyvel.IOError as exc:
+            raise _unavailable("read", exc) from exc
 
     def put_blocking(self, key: Key, value: bytes) -> None:
-        self._db.put(key.bytes(), value, sync=self.sync_writes)
+        try:
+            self._db.put(key.bytes(), value, sync=self.sync_writes)
+        except plyvel.IOError as exc:
+            raise _unavailable("write", exc) from exc
 
     def delete_blocking(self, key: Key) -> None:
-        self._db.delete(key.bytes(), sync=self.sync_writes)
+        try:
+            self._db.delete(key.bytes(), sync=self.sync_writes)
+        except plyvel.IOError as exc:
+            raise _unavailable("write", exc) from exc
 
     def commit_blocking(self, ops: Sequence[BatchOp]) -> None:
         # One WriteBatch: LevelDB applies all of it or none; later ops win.
-        with self._db.write_batch(sync=self.sync_writes) as wb:
-            for op in ops:
-                if op.value is None:
-                    wb.delete(op.key.bytes())
-                else:
-                    wb.put(op.key.bytes(), op.value)
+        try:
+            with self._db.write_batch(sync=self.sync_writes) as wb:
+                for op in ops:
+                    if op.value is None:
+                        wb.delete(op.key.bytes())
+                    else:
+                        wb.put(op.key.bytes(), op.value)
+        except plyvel.IOError as exc:
+            raise _unavailable("write", exc) from exc
 
     def query_blocking(self, q: Query) -> tuple[Iterable[Entry], Callable[[], None] | None]:
         prefix = normalized_prefix(q.prefix).encode()
@@ -116,8 +142,11 @@ class LevelDatastore(BlockingDatastore):
     def sync_blocking(self, prefix: Key) -> None:
         # An empty synced WriteBatch makes LevelDB fsync its log, so every
         # earlier write is durable. LevelDB cannot sync one prefix alone.
-        with self._db.write_batch(sync=True):
-            pass
+        try:
+            with self._db.write_batch(sync=True):
+                pass
+        except plyvel.IOError as exc:
+            raise _unavailable("sync", exc) from exc
 
     def close_blocking(self) -> None:
         self._db.close()
@@ -130,7 +159,7 @@ class LevelDatastore(BlockingDatastore):
         if self.sync_writes or len(value) >= OFFLOAD_BYTES:
             await self._call("put", self.put_blocking, key, value)
         else:
-            self._db.put(key.bytes(), value)
+            self.put_blocking(key, value)
 
     async def _delete(self, key: Key) -> None:
         if self.sync_writes:
