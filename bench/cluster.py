@@ -31,11 +31,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
 
 from bench import report
+from dscluster.testing.cluster import ProcessCluster
 
 VALUE = 4096
 MiB = 1024 * 1024
@@ -110,10 +113,9 @@ async def single_gets(client, count: int) -> list[float]:
 async def measure(tasks: int, ops: int, latency_count: int, mib: int
                   ) -> tuple[ClusterFigures, dict[str, float]]:
     from dsclient.client import open_cluster_client
-    from dscluster.testing.cluster import ProcessCluster
 
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
-        async with ProcessCluster(tmp, 3, datastore="leveldb") as pc:
+        async with started(ProcessCluster(tmp, 3, datastore="leveldb")) as pc:
             with trio.fail_after(600):
                 async with open_cluster_client(pc.client_identity,
                                                bootstrap=[pc.bootstrap_addr]) as client:
@@ -129,6 +131,22 @@ async def measure(tasks: int, ops: int, latency_count: int, mib: int
         put_ops, get_ops, statistics.median(lat) * 1e3, _percentile(lat, 0.99) * 1e3,
         node_rss, messages, 2 * tasks * ops)
     return figures, file_figures
+
+
+@asynccontextmanager
+async def started(pc: ProcessCluster) -> AsyncIterator[ProcessCluster]:
+    """``async with pc``, also stopping the nodes already started if the start fails
+    (ProcessCluster.__aenter__ leaves them running when a later node times out)."""
+    try:
+        await pc.__aenter__()
+    except BaseException:
+        for i in range(pc.n):
+            pc.stop(i)
+        raise
+    try:
+        yield pc
+    finally:
+        await pc.__aexit__(None, None, None)
 
 
 async def single_gets_warmup(client) -> None:
