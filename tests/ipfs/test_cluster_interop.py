@@ -8,6 +8,7 @@ Kubo's `ipfs add --only-hash` is the oracle for the CID `dsclient add` gives.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -18,12 +19,27 @@ from pathlib import Path
 
 import trio
 
+from dscluster.blocks import block_key
 from dscluster.config import ClientConfig, IdentityConfig, save_config
+from dscluster.datastore.memory import MemoryDatastore
 from dscluster.testing.cluster import InProcessCluster, local_cluster
 from dscluster.testing.kubo import open_kubo
+from ipfs_plugin.node import fetch_dag, serve
+from ipfs_plugin.spec import blocks_spec, open_spec, read_kubo_spec
+from tests.ipfs.helpers import build_file, read_file
 
 DSCLIENT = [sys.executable, "-m", "dsclient.cli"]
 TIMEOUT = 90  # seconds for a whole test
+# go-ds-cluster's README: the cluster at /blocks, LevelDB for the rest.
+GO_DS_CLUSTER_SPEC = {
+    "type": "mount",
+    "mounts": [
+        {"mountpoint": "/blocks", "type": "measure", "prefix": "clusterds.datastore",
+         "child": {"type": "clusterds", "cfg": "clusterds.json"}},
+        {"mountpoint": "/", "type": "measure", "prefix": "leveldb.datastore",
+         "child": {"type": "levelds", "path": "datastore", "compression": "none"}},
+    ],
+}
 
 
 @asynccontextmanager
@@ -102,3 +118,33 @@ async def test_dsclient_fetches_a_file_kubo_added(tmp_path):
             # Kubo is gone: the bytes come from the cluster alone
             cat = await dsclient(conf, "cat", cid)
             assert cat.stdout == content
+
+
+async def test_a_kubo_repo_spec_serves_the_cluster(tmp_path):
+    # What `python -m ipfs_plugin serve --repo` does, in-process: go-ds-cluster's
+    # spec opens the cluster at /blocks; another node fetches a DAG stored through it.
+    dag = await build_file(random.Random(73).randbytes(300_000))
+    with trio.fail_after(TIMEOUT):
+        async with cluster_with_client(tmp_path) as (cluster, conf):
+            repo = tmp_path / "repo"
+            repo.mkdir()
+            (repo / "clusterds.json").write_bytes((conf / "config.json").read_bytes())
+            (repo / "config").write_text(json.dumps({"Datastore": {"Spec": GO_DS_CLUSTER_SPEC}}))
+            store = await open_spec(blocks_spec(read_kubo_spec(repo)), repo)
+            try:
+                for cid, block in dag.blocks.items():
+                    await store.put(block_key(cid), block)
+                fetched = MemoryDatastore()
+                async with trio.open_nursery() as nursery:
+                    addr = await nursery.start(serve, store)
+                    stats = await fetch_dag(fetched, str(dag.root), addr)
+                    nursery.cancel_scope.cancel()
+                assert (stats.blocks, stats.fetched) == (3, 3)
+                assert await read_file(fetched, dag.root) == await read_file(store, dag.root)
+                # the blocks are in the cluster, under the keys go-ds-cluster's client uses
+                root_key = block_key(dag.root)
+                assert await cluster.owner_of(root_key).datastore.get(root_key) == \
+                    dag.blocks[dag.root]
+            finally:
+                with trio.CancelScope(shield=True):
+                    await store.close()
