@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from dsclient.client import ClientOptions, ClusterClient, config_table
+from dsclient.client import ClientOptions, ClusterClient, config_table, options_for_config
 from dscluster.config import load_client_config
 from dscluster.datastore.base import Datastore
 from dscluster.errors import ConfigError
@@ -68,7 +68,8 @@ async def open_cluster_datastore(config_path: str, options: ClientOptions = Clie
     home = await _home_nursery()
     try:
         client = await DetachedClusterClient.start(home, cfg.identity.identity(),
-                                                   table=config_table(cfg), options=options)
+                                                   table=config_table(cfg),
+                                                   options=options_for_config(config_path, options))
     except BaseException:
         home.cancel_scope.cancel()
         raise
