@@ -18,6 +18,7 @@ from dscluster.net.host import Identity, open_host
 from dscluster.net.pnet import SWARM_KEY_FILE, format_swarm_key, new_swarm_key
 from dscluster.node import NodeSettings, run_data_node
 from dscluster.node.auth import Role
+from ipfs_plugin.clusterds import open_cluster_datastore
 
 OPTIONS = ClientOptions(request_timeout=3, backoff=(0.05,))
 
@@ -77,6 +78,11 @@ async def test_client_with_the_key_talks_one_without_cannot(tmp_path) -> None:
                 cid = await api.put(b"block in the network")
                 assert await api.get(cid) == b"block in the network"
             assert await node.datastore.get(Key("/pnet/a")) == b"in the network"
+            ipfs_ds = await open_cluster_datastore(keyed, OPTIONS)  # the Kubo plugin's way
+            try:
+                assert await ipfs_ds.get(Key("/pnet/a")) == b"in the network"
+            finally:
+                await ipfs_ds.close()
 
             plain = client_dir(tmp_path, "plain", client, bootstrap, None)
             with pytest.raises(BaseException) as refused:
