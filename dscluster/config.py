@@ -70,6 +70,7 @@ class DatastoreConfig:
     kind: str = DEFAULT_DATASTORE
     path: str = "datastore"  # relative to the config directory
     mongodb_uri: str = ""
+    sync: bool = False  # acknowledge writes only once they survive power loss (dscluster --sync)
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,8 @@ def load_node_config(path: str | os.PathLike[str]) -> NodeConfig:
         bootstrap_node=f.get("bootstrap_node", bool, False),
         identity_list=tuple(_identity(_Fields(source, item, where))
                             for where, item in f.items("identity_list")),
-        datastore=DatastoreConfig(kind, ds.get("path", str, "datastore"), uri),
+        datastore=DatastoreConfig(kind, ds.get("path", str, "datastore"), uri,
+                                  ds.get("sync", bool, False)),
         join_secret_file=f.get("join_secret_file", str, ""),
     )
     if not cfg.swarm:
@@ -287,7 +289,8 @@ def node_config_json(cfg: NodeConfig) -> dict[str, Any]:
         "bootstrap_node": cfg.bootstrap_node,
         "identity_list": [_identity_json(i) for i in cfg.identity_list],
         "datastore": {"kind": cfg.datastore.kind, "path": cfg.datastore.path,
-                      "mongodb_uri": cfg.datastore.mongodb_uri},
+                      "mongodb_uri": cfg.datastore.mongodb_uri,
+                      **({"sync": True} if cfg.datastore.sync else {})},
         "join_secret_file": cfg.join_secret_file,
     }
 
