@@ -177,7 +177,8 @@ def main_command(
     sync: Annotated[bool, typer.Option(
         "--sync", "--durable",
         help="Acknowledge a write only once it survives power loss (LevelDB fsync per "
-             "write, MongoDB j=true; flatfs always syncs).")] = False,
+             "write, MongoDB j=true; flatfs always syncs). Also config.json's "
+             "datastore.sync.")] = False,
     listen: Annotated[list[str] | None, typer.Option(
         help="Listen multiaddr (repeatable); default: the config's addresses.swarm.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
@@ -223,7 +224,7 @@ def main_command(
     cfg = load_node_config(conf)
     kind = datastore or cfg.datastore.kind
     trio.run(run, conf, cfg, kind, mongodb or cfg.datastore.mongodb_uri, list(listen or ()),
-             disable_delete, tick, sync)
+             disable_delete, tick, sync or cfg.datastore.sync)
 
 
 def _user_error(exc: BaseException) -> DSClusterError | None:

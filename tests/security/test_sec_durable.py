@@ -1,11 +1,19 @@
 """`dscluster --sync`: the flag reaches the backend's power-loss-safe setting."""
 
+import json
 import os
 
 import pytest
 import trio
 
 from dscluster.cli import open_datastore, write_mode
+from dscluster.config import (
+    DatastoreConfig,
+    IdentityConfig,
+    NodeConfig,
+    load_node_config,
+    save_config,
+)
 from dscluster.datastore.flatfs import FlatfsDatastore
 from dscluster.datastore.hybrid import HybridDatastore
 from dscluster.datastore.leveldb import LevelDatastore
@@ -36,6 +44,17 @@ async def test_mongo_follows_the_flag_with_a_journaled_write_concern(tmp_path, s
         assert ds._col.write_concern.document == ({"j": True} if sync else {})
     finally:
         await ds.close()
+
+
+def test_node_config_records_sync(tmp_path) -> None:
+    cfg = NodeConfig(IdentityConfig.generate(), ("/ip4/127.0.0.1/tcp/0",),
+                     datastore=DatastoreConfig("leveldb", "ds", "", sync=True))
+    save_config(cfg, tmp_path)
+    assert load_node_config(tmp_path).datastore.sync is True
+    plain = NodeConfig(IdentityConfig.generate(), ("/ip4/127.0.0.1/tcp/0",))
+    save_config(plain, tmp_path)  # go-ds-cluster's layout: no "sync" key unless set
+    assert "sync" not in json.loads((tmp_path / "config.json").read_text())["datastore"]
+    assert load_node_config(tmp_path).datastore.sync is False
 
 
 def test_write_mode_names_what_an_ack_survives() -> None:
