@@ -619,22 +619,38 @@ class RpcClient:
         try:
             with trio.fail_after(self.limits.open_timeout):
                 await prepare_dial(self.host, peer)
-                try:
-                    return await self.host.new_stream(peer, [protocol])  # type: ignore[list-item]
-                except Exception as exc:
-                    if not self.host.get_network().get_connections(peer):
-                        raise
-                    # A connection py-libp2p still lists may be dead (the peer
-                    # restarted): drop it and dial afresh, once (py-libp2p note 6).
-                    log.debug("new stream to %s failed on an existing connection: %r", peer, exc)
-                    await self.host.disconnect(peer)
-                    return await self.host.new_stream(peer, [protocol])  # type: ignore[list-item]
+                if self.host.get_network().get_connections(peer):
+                    stream = await self._open_on_existing(peer, protocol)
+                    if stream is not None:
+                        return stream
+                return await self.host.new_stream(peer, [protocol])  # type: ignore[list-item]
         except trio.TooSlowError:
             raise UnavailableError(f"opening {protocol} to {_peer_name(peer)} timed out") from None
         except Exception as exc:  # dial, security, muxer and negotiation errors
             raise UnavailableError(
                 f"cannot open {protocol} to {_peer_name(peer)}: {exc!r}"
             ) from exc
+
+    async def _open_on_existing(self, peer: ID, protocol: str) -> INetStream | None:
+        """A stream on the connection py-libp2p holds, or None once that connection is dropped.
+
+        The connection may belong to a dead incarnation of the peer (killed and
+        restarted) that py-libp2p has not noticed: opening a stream on it then
+        fails or just stalls, and py-libp2p would reuse it for every later open
+        (py-libp2p note 6). Half the open budget goes to it; if it fails or
+        stalls, drop the peer's connections so that the caller dials afresh.
+        """
+        with trio.move_on_after(self.limits.open_timeout / 2):
+            try:
+                return await self.host.new_stream(peer, [protocol])  # type: ignore[list-item]
+            except Exception as exc:
+                log.debug("new stream to %s failed on an existing connection: %r", peer, exc)
+        log.info(
+            "dropping the connection to %s: opening %s on it failed or stalled",
+            _peer_name(peer), protocol,
+        )
+        await self.host.disconnect(peer)
+        return None
 
     async def _run_channel(self, key: tuple[ID, str], channel: _Channel) -> None:
         try:
