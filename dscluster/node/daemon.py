@@ -148,6 +148,7 @@ async def run_data_node(host: HostHandle, datastore: Datastore,
         try:
             async with serve_rpc(host.host, wm.STORE_PROTOCOL, node.service):
                 await nursery.start(driver.run, node.migrator.run)
+                nursery.start_soon(node.service.count_keys)
                 log.info("node %s serving slots %s", me, core.table.slots_of(me))
                 yield node
         finally:

@@ -19,6 +19,10 @@ the target (which may hold a copy from an earlier batch), then here.
 
 Batched requests are answered per key: one key's error does not fail the
 others. Queries stream this node's local entries.
+
+Info carries the node's key count and bytes from a keys-only scan that
+count_keys repeats every minute (a counter kept on put/delete would drift on
+overwrites and on moves; a scan is exact when it ends and costs one pass).
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import trio
 from libp2p.peer.id import ID
 
 from dscluster import __version__
 from dscluster.core.routing import Ask, Moved, Serve
 from dscluster.core.slots import key_slot
 from dscluster.datastore import Datastore, Key
+from dscluster.datastore.query import Query
 from dscluster.errors import (
     AskError,
     BadRequestError,
@@ -62,6 +68,26 @@ class StoreService:
         self.auth = auth
         self._forward_delete = forward_delete
         self._my_addrs = my_addrs
+        self.key_count = -1  # -1 until count_keys finishes its first scan
+        self.byte_count = -1
+
+    async def count_keys(self, interval: float = 60.0) -> None:
+        """Refresh key_count and byte_count with a keys-only scan, forever."""
+        while True:
+            await self.recount()
+            await trio.sleep(interval)
+
+    async def recount(self) -> None:
+        """One keys-only scan of the datastore into key_count and byte_count."""
+        keys = size = 0
+        try:
+            async for e in await self._ds.query(Query(keys_only=True, returns_sizes=True)):
+                keys += 1
+                size += max(e.size, 0)
+        except DSClusterError as exc:  # a closing datastore: keep the last figures
+            log.debug("key count failed: %s", exc)
+            return
+        self.key_count, self.byte_count = keys, size
 
     # -- authorization ---------------------------------------------------------
 
@@ -197,7 +223,7 @@ class StoreService:
         core = self._driver.core
         slots = core.table.slots_of(core.me)
         return wm.NodeInfo(rid, core.me, tuple(self._my_addrs()), tuple(slots.ranges),
-                           core.epoch, __version__)
+                           core.epoch, __version__, self.key_count, self.byte_count)
 
     # -- query -----------------------------------------------------------------------------
 

@@ -392,3 +392,7 @@ class NodeInfo(Response):
     slots: tuple[tuple[int, int], ...]  # inclusive ranges
     epoch: int
     version: Annotated[str, MaxLen(64)]
+    # From the node's periodic keys-only scan (StoreService.count_keys); -1 not
+    # counted yet. Optional on the wire: older nodes omit them.
+    key_count: int = -1
+    byte_count: int = -1
