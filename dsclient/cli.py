@@ -357,27 +357,43 @@ def ls(
 
 @app.command()
 def status() -> None:
-    """One line per node: peer, up/down, slots, epoch, version, addresses."""
+    """One line per node: peer, up/down, slots, keys, bytes, epoch, version, addresses.
+
+    Keys and bytes come from each node's last keys-only scan (once a minute),
+    "-" before its first one.
+    """
     async def go() -> Any:
         async with _client() as client:
             return client.cluster.table, await client.cluster.status()
 
     table, nodes = _run(go)
-    typer.echo(f"{'PEER':<54} {'STATE':<5} {'SLOTS':>6} {'EPOCH':>6} {'VERSION':<8} ADDRESSES")
+    typer.echo(f"{'PEER':<54} {'STATE':<5} {'SLOTS':>6} {'KEYS':>9} {'BYTES':>9} {'EPOCH':>6} "
+               f"{'VERSION':<8} ADDRESSES")
     down = 0
     for node in nodes:
         if node.info is None:
             down += 1
             count = sum(e - s + 1 for s, e in table.ranges_of(node.peer_id))
             reason = node.error.strip().splitlines()[0] if node.error.strip() else "no answer"
-            typer.echo(f"{node.peer_id:<54} {'down':<5} {count:>6} {'-':>6} {'-':<8} "
-                       f"{' '.join(node.addrs)}  ({reason})")
+            typer.echo(f"{node.peer_id:<54} {'down':<5} {count:>6} {'-':>9} {'-':>9} {'-':>6} "
+                       f"{'-':<8} {' '.join(node.addrs)}  ({reason})")
             continue
-        count = sum(e - s + 1 for s, e in node.info.slots)
-        typer.echo(f"{node.peer_id:<54} {'up':<5} {count:>6} {node.info.epoch:>6} "
-                   f"{node.info.version:<8} {' '.join(node.addrs)}")
+        info = node.info
+        count = sum(e - s + 1 for s, e in info.slots)
+        keys = str(info.key_count) if info.key_count >= 0 else "-"
+        size = _human_bytes(info.byte_count) if info.byte_count >= 0 else "-"
+        typer.echo(f"{node.peer_id:<54} {'up':<5} {count:>6} {keys:>9} {size:>9} "
+                   f"{info.epoch:>6} {info.version:<8} {' '.join(node.addrs)}")
     if down:
         raise UserError(f"{down} of {len(nodes)} nodes are down")
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n}"
 
 
 # -- IPFS -------------------------------------------------------------------------------------
