@@ -83,9 +83,10 @@ async def _run_seed(tmp_path, seed: int) -> None:
             assert await bulk_get(client, admin, stable) == stable, victims
 
 
-# Slow: after a kill -9 and restart, py-libp2p on the surviving peer may keep the
-# dead incarnation's connection for minutes (store streams to it time out),
-# which stalls a migration that long; a seed takes 3-8 minutes on a loaded machine.
+# Slow: two kill rounds with restarts, fix and re-runs take 64-92 s a seed on this
+# machine. (A stream open that stalls on a restarted peer's stale connection no
+# longer waits out the open deadline: RpcClient drops it and redials, py-libp2p
+# note 13; before that a seed could take 3-8 minutes.)
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6])
 async def test_kill9_during_rebalance_then_fix(tmp_path, seed):
