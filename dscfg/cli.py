@@ -29,6 +29,7 @@ from typing import Annotated
 
 import typer
 
+from dscluster.cliutil import UserError, run_app
 from dscluster.config import (
     CONFIG_JSON,
     JOIN_SECRET_FILE,
@@ -40,7 +41,6 @@ from dscluster.config import (
     write_private_file,
 )
 from dscluster.core.slots import SLOT_COUNT, initial_ranges
-from dscluster.errors import DSClusterError
 from dscluster.net.host import parse_multiaddr, parse_peer_id
 from dscluster.net.pnet import SWARM_KEY_FILE, format_swarm_key, new_swarm_key
 from dscluster.node.auth import Role
@@ -53,10 +53,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-class UserError(Exception):
-    """A mistake on the command line: one line on stderr, exit status 1."""
 
 
 def _free_tcp_ports(host: str, count: int) -> list[int]:
@@ -207,14 +203,8 @@ def auth_list(conf: ConfOption = Path(".dscluster")) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        app(args=argv, prog_name="dscfg")  # exits via SystemExit (usage errors: status 2)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    except (UserError, DSClusterError) as exc:
-        typer.echo(f"dscfg: error: {exc}", err=True)
-        return 1
-    return 0
+    return run_app(app, "dscfg", argv)
+
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from dsclient.cluster_cli import app as cluster_app
 from dsclient.progress import Progress
 from dsclient.unixfs import NodeType
 from dscluster.blocks import block_key, parse_cid
+from dscluster.cliutil import USER_ERRORS, UserError, run_app
 from dscluster.config import (
     CONFIG_JSON,
     ClientConfig,
@@ -40,7 +41,7 @@ from dscluster.config import (
 from dscluster.core.slots import key_slot
 from dscluster.datastore.key import Key
 from dscluster.datastore.query import FilterKeyPrefix, OrderByKey, Query
-from dscluster.errors import BadKeyError, DSClusterError, UnauthorizedError
+from dscluster.errors import BadKeyError, UnauthorizedError
 
 app = typer.Typer(
     name="dsclient",
@@ -55,10 +56,6 @@ app.add_typer(ipfs_app, name="ipfs")
 app.add_typer(cluster_app, name="cluster")
 
 DEFAULT_CONF = Path(".dsclient")
-
-
-class UserError(Exception):
-    """A mistake on the command line: one line on stderr, exit status 1."""
 
 
 class _State:
@@ -452,33 +449,9 @@ def ipfs_fetch(
 # -- entry point ---------------------------------------------------------------------------
 
 
-def _user_error(exc: BaseException) -> BaseException | None:
-    """The user-facing error inside an exception (group), if that is all it holds."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    if isinstance(exc, UserError | DSClusterError | OSError):
-        return exc
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
-    try:
-        app(args=argv, prog_name="dsclient")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    except KeyboardInterrupt:
-        return 130
-    except BaseException as exc:
-        err = _user_error(exc)
-        if err is None:
-            raise
-        if isinstance(err, BrokenPipeError):
-            return 1  # the reader went away (dsclient cat | head)
-        message = f"{err.filename}: {err.strerror}" if isinstance(err, OSError) and \
-            err.filename else str(err)
-        print(f"dsclient: error: {' '.join(message.split())}", file=sys.stderr)
-        return 1
-    return 0
+    return run_app(app, "dsclient", argv, (*USER_ERRORS, OSError))
+
 
 
 if __name__ == "__main__":

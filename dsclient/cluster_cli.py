@@ -23,6 +23,7 @@ import trio
 import typer
 
 from dsclient.admin import AdminClient, CheckReport, Progress, open_admin
+from dscluster.cliutil import run_app
 from dscluster.config import config_file, load_client_config
 from dscluster.core.table import NodeRole
 from dscluster.errors import ConfigError, DSClusterError
@@ -286,25 +287,10 @@ def auth_list() -> None:
     print(f"agree: {len(good)} nodes, {len(next(iter(good.values()), {}))} clients")
 
 
-def _user_error(exc: BaseException) -> DSClusterError | None:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc if isinstance(exc, DSClusterError) else None
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m dsclient.cluster_cli``: the sub-app alone (same errors as dsclient)."""
-    try:
-        app(args=argv, prog_name="dsclient cluster")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    except BaseException as exc:
-        err = _user_error(exc)
-        if err is None:
-            raise
-        print(f"dsclient: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
-    return 0
+    return run_app(app, "dsclient cluster", argv)
+
 
 
 if __name__ == "__main__":

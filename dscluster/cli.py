@@ -26,6 +26,7 @@ from typing import Annotated
 import trio
 import typer
 
+from dscluster.cliutil import run_app
 from dscluster.config import (
     CONFIG_JSON,
     DATASTORE_KINDS,
@@ -37,7 +38,7 @@ from dscluster.config import (
 )
 from dscluster.core.table import SlotTable
 from dscluster.datastore import Datastore, MemoryDatastore
-from dscluster.errors import ConfigError, DSClusterError
+from dscluster.errors import ConfigError
 from dscluster.net.host import LOOPBACK_ANY_PORT, Identity, open_host
 from dscluster.net.pnet import swarm_key_of
 from dscluster.node import NodeSettings, run_data_node
@@ -227,27 +228,9 @@ def main_command(
              disable_delete, tick, sync or cfg.datastore.sync)
 
 
-def _user_error(exc: BaseException) -> DSClusterError | None:
-    """The DSClusterError inside an exception (group), if that is all it holds."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc if isinstance(exc, DSClusterError) else None
-
-
 def main(argv: list[str] | None = None) -> int:
-    try:
-        app(args=argv, prog_name="dscluster")
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    except KeyboardInterrupt:
-        return 130
-    except BaseException as exc:
-        err = _user_error(exc)
-        if err is None:
-            raise
-        print(f"dscluster: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return run_app(app, "dscluster", argv)
+
 
 
 if __name__ == "__main__":
