@@ -21,7 +21,9 @@ Target:  IMPORTING --handoff--> done (the target claims the slots)
    records HANDOFF and sends Handoff with its epoch.
 5. The target claims the slots with an epoch above anything it or the source
    has seen, persists, acks and gossips the new claims. The source finishes on
-   the ack or on hearing the claims by gossip, whichever comes first.
+   the ack or on hearing by gossip that no slot is its own any more (the
+   target's claims, or newer ones: the target may have moved slots on before
+   the source heard, and it ignores a Handoff it already handled).
 
 A migration interrupted by a restart resumes from its persisted phase (the
 daemon re-lists keys; retransmissions are idempotent thanks to the migration

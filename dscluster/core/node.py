@@ -156,6 +156,7 @@ class ClusterCore:
         self._dirty = False
         self._box = _Outbox()
         self._fd.watch(self._peers())
+        self._finish_handoffs()  # claims learned before a restart
         for m in self._out.values():  # a restarted node resumes where it stopped
             self._resume(m)
 
@@ -425,8 +426,13 @@ class ClusterCore:
             self._finish_handoffs()
 
     def _finish_handoffs(self) -> None:
+        # Done once no slot of the migration is ours any more. Only the target can
+        # claim them over our claim (we refuse imports of slots we own and start no
+        # other migration of them), but it may already have moved some of them on
+        # before we hear its claims: waiting for `owner == target` would then wait
+        # forever, since a target that finished ignores our late Handoff.
         for mid, m in list(self._out.items()):
-            if m.phase is Phase.HANDOFF and all(self._table.owner(s) == m.target for s in m.slots):
+            if m.phase is Phase.HANDOFF and all(self._table.owner(s) != self.me for s in m.slots):
                 del self._out[mid]
                 self._dirty = True
 
@@ -507,5 +513,6 @@ class ClusterCore:
         if m is None or m.target != sender or m.phase is not Phase.HANDOFF:
             return
         self._merge([(a, b, msg.epoch, sender) for a, b in msg.ranges], [])
+        self._finish_handoffs()  # also when newer claims already superseded the ack's
         if msg.mid in self._out:  # the ack's claims did not cover our slots: keep waiting
             log.warning("%s: handoff ack %s does not cover the migration", self.me, msg.mid)

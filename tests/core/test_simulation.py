@@ -51,6 +51,14 @@ def test_a_broken_routing_rule_is_caught(monkeypatch: pytest.MonkeyPatch) -> Non
             World(seed, fault_steps=160).run()
 
 
+def test_seed_10433_a_source_in_handoff_finishes_after_the_target_moved_slots_on() -> None:
+    """The target claimed the slots and moved some on before the source heard its
+    claims; it ignores the late Handoff, so the source must finish on seeing that no
+    slot is its own any more (it used to wait for `owner == target` forever)."""
+    world = run_seed(10433)
+    assert not any(n.core.migrations for n in world.nodes.values() if n.core)
+
+
 @pytest.mark.slow
 def test_two_thousand_more_seeds_with_the_full_fault_phase() -> None:
     for seed in range(SEEDS, SEEDS + 2000):
