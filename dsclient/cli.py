@@ -354,7 +354,8 @@ def ls(
 
 @app.command()
 def status() -> None:
-    """One line per node: peer, up/down, slots, keys, bytes, epoch, version, addresses.
+    """One line per node: peer, up/down, slots, keys, bytes, migrations, epoch, version,
+    addresses; then one line per migration in progress.
 
     Keys and bytes come from each node's last keys-only scan (once a minute),
     "-" before its first one.
@@ -364,23 +365,27 @@ def status() -> None:
             return client.cluster.table, await client.cluster.status()
 
     table, nodes = _run(go)
-    typer.echo(f"{'PEER':<54} {'STATE':<5} {'SLOTS':>6} {'KEYS':>9} {'BYTES':>9} {'EPOCH':>6} "
-               f"{'VERSION':<8} ADDRESSES")
+    typer.echo(f"{'PEER':<54} {'STATE':<5} {'SLOTS':>6} {'KEYS':>9} {'BYTES':>9} {'MIGR':>4} "
+               f"{'EPOCH':>6} {'VERSION':<8} ADDRESSES")
+    migrations: list[str] = []
     down = 0
     for node in nodes:
         if node.info is None:
             down += 1
             count = sum(e - s + 1 for s, e in table.ranges_of(node.peer_id))
             reason = node.error.strip().splitlines()[0] if node.error.strip() else "no answer"
-            typer.echo(f"{node.peer_id:<54} {'down':<5} {count:>6} {'-':>9} {'-':>9} {'-':>6} "
-                       f"{'-':<8} {' '.join(node.addrs)}  ({reason})")
+            typer.echo(f"{node.peer_id:<54} {'down':<5} {count:>6} {'-':>9} {'-':>9} {'-':>4} "
+                       f"{'-':>6} {'-':<8} {' '.join(node.addrs)}  ({reason})")
             continue
         info = node.info
         count = sum(e - s + 1 for s, e in info.slots)
         keys = str(info.key_count) if info.key_count >= 0 else "-"
         size = _human_bytes(info.byte_count) if info.byte_count >= 0 else "-"
+        migrations += [f"{node.peer_id}: {m}" for m in info.migrations]
         typer.echo(f"{node.peer_id:<54} {'up':<5} {count:>6} {keys:>9} {size:>9} "
-                   f"{info.epoch:>6} {info.version:<8} {' '.join(node.addrs)}")
+                   f"{len(info.migrations):>4} {info.epoch:>6} {info.version:<8} {' '.join(node.addrs)}")
+    for line in migrations:
+        typer.echo(f"migration {line}")
     if down:
         raise UserError(f"{down} of {len(nodes)} nodes are down")
 

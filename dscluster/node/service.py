@@ -35,6 +35,7 @@ import trio
 from libp2p.peer.id import ID
 
 from dscluster import __version__
+from dscluster.core.migration import Migration
 from dscluster.core.routing import Ask, Moved, Serve
 from dscluster.core.slots import key_slot
 from dscluster.datastore import Datastore, Key
@@ -223,7 +224,8 @@ class StoreService:
         core = self._driver.core
         slots = core.table.slots_of(core.me)
         return wm.NodeInfo(rid, core.me, tuple(self._my_addrs()), tuple(slots.ranges),
-                           core.epoch, __version__, self.key_count, self.byte_count)
+                           core.epoch, __version__, self.key_count, self.byte_count,
+                           tuple(_describe(m, core.me) for m in core.migrations))
 
     # -- query -----------------------------------------------------------------------------
 
@@ -252,3 +254,11 @@ class StoreService:
 
 
 _SERVE = Serve()
+
+
+def _describe(m: Migration, me: str) -> str:
+    """One line for node info: direction, slots, the other side, phase."""
+    ranges = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in m.slots.ranges)
+    if m.source == me:
+        return f"out {ranges} -> {m.target} {m.phase.value}"
+    return f"in {ranges} <- {m.source} {m.phase.value}"

@@ -396,3 +396,5 @@ class NodeInfo(Response):
     # counted yet. Optional on the wire: older nodes omit them.
     key_count: int = -1
     byte_count: int = -1
+    # Migrations this node takes part in, one line each ("out 6153-6753 -> PEER migrating").
+    migrations: Annotated[tuple[str, ...], MaxLen(256)] = ()

@@ -31,6 +31,10 @@ async def test_migration_moves_the_keys_and_every_key_stays_readable(tmp_path):
                 await client.put(k, k.encode())
             mid = await source.start_migration(slots, target.peer_id)
             assert mid >= 1
+            # node info lists the migration (read in the same step as the core's view)
+            info = source.service._info(0)
+            assert len(info.migrations) == len(source.core.migrations) == 1
+            assert info.migrations[0].startswith(f"out 0-999 -> {target.peer_id} ")
             # reads keep working while the slots move (MOVED/ASK followed by the client)
             for k in moving[:10]:
                 assert await client.get(k) == k.encode()
