@@ -25,7 +25,7 @@ from dataclasses import replace
 from dscluster.datastore.base import BatchOp, Datastore
 from dscluster.datastore.flatfs import is_flatfs_key
 from dscluster.datastore.key import Key
-from dscluster.datastore.mount import ROOT, Mount, merge_ordered
+from dscluster.datastore.mount import ROOT, Mount, query_merged
 from dscluster.datastore.query import (
     FilterValueCompare,
     OrderByKey,
@@ -105,18 +105,6 @@ class HybridDatastore(Datastore):
             keys_only=q.keys_only and not q.needs_values,
             returns_sizes=q.returns_sizes,
         )
-        opened: list[tuple[Mount, Results]] = []
-        try:
-            for ds in (self.blocks, self.other):
-                opened.append((Mount(ROOT, ds), await ds.query(child_q)))
-        except BaseException:
-            for _, child in opened:
-                await child.aclose()
-            raise
-
-        async def close_all() -> None:
-            for _, child in opened:
-                await child.aclose()
-
-        merged = Results(merge_ordered(opened, orders), close_all)
+        merged = await query_merged(
+            [(Mount(ROOT, ds), child_q) for ds in (self.blocks, self.other)], orders)
         return naive_results(replace(q, orders=()), merged)

@@ -176,24 +176,31 @@ class MountDatastore(Datastore):
             keys_only=q.keys_only and not q.needs_values,
             returns_sizes=q.returns_sizes,
         )
-        opened: list[tuple[Mount, Results]] = []
-        try:
-            for m, rest in self._lookup_all(Key(q.prefix)):
-                child = await m.datastore.query(replace(child_q, prefix=str(rest)))
-                opened.append((m, child))
-        except BaseException:
-            for _, child in opened:
-                await child.aclose()
-            raise
-
-        async def close_all() -> None:
-            for _, child in opened:
-                await child.aclose()
-
-        merged = Results(merge_ordered(opened, orders), close_all)
+        merged = await query_merged(
+            [(m, replace(child_q, prefix=str(rest))) for m, rest in self._lookup_all(Key(q.prefix))],
+            orders)
         # The prefix again (the child of a mount equal to it may hold the
         # mount's own key), key filters on full keys, then global paging.
         return naive_results(replace(q, orders=()), merged)
+
+
+async def query_merged(children: Sequence[tuple[Mount, Query]], orders: Sequence) -> Results:
+    """Run each child's query and merge the answers in `orders`; every child's
+    results are closed with the merged Results, or at once if one query fails."""
+    opened: list[tuple[Mount, Results]] = []
+    try:
+        for m, child_q in children:
+            opened.append((m, await m.datastore.query(child_q)))
+    except BaseException:
+        for _, child in opened:
+            await child.aclose()
+        raise
+
+    async def close_all() -> None:
+        for _, child in opened:
+            await child.aclose()
+
+    return Results(merge_ordered(opened, orders), close_all)
 
 
 async def merge_ordered(
