@@ -41,7 +41,7 @@ from dscluster.errors import BadKeyError, ConfigError, NotFoundError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Mount", "MountDatastore", "merge_ordered"]
+__all__ = ["Mount", "MountDatastore", "merge_ordered", "query_merged"]
 
 ROOT = Key.raw("/")
 
