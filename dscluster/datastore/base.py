@@ -92,6 +92,9 @@ class Batch:
 class Datastore(abc.ABC):
     """The async datastore contract. Subclasses implement the underscore methods."""
 
+    # True when a committed batch is applied all or nothing (LevelDB, memory).
+    atomic_batch: ClassVar[bool] = False
+
     def __init__(self) -> None:
         self._closed = False
 

@@ -67,6 +67,7 @@ class LevelDatastore(BlockingDatastore):
     """A Datastore in a LevelDB directory (created when missing)."""
 
     inline_ops = frozenset({"get", "has", "get_size"})
+    atomic_batch = True
 
     def __init__(self, path: str | os.PathLike[str], sync: bool = False) -> None:
         super().__init__()

@@ -20,6 +20,8 @@ __all__ = ["MemoryDatastore"]
 
 
 class MemoryDatastore(Datastore):
+    atomic_batch = True
+
     def __init__(self) -> None:
         super().__init__()
         # Entries are stored ready-made (size -1, as most queries answer) so a

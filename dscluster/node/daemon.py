@@ -44,6 +44,7 @@ from dscluster.node.gossip import GossipLinks
 from dscluster.node.keylocks import KeyLocks
 from dscluster.node.migrator import Migrator
 from dscluster.node.service import StoreService
+from dscluster.node.slotindex import SlotIndexedDatastore
 from dscluster.node.statefile import StateFile
 from dscluster.wire import messages as wm
 
@@ -67,7 +68,7 @@ class NodeSettings:
 class DataNode:
     """A running node; created by run_data_node."""
 
-    def __init__(self, host: HostHandle, datastore: Datastore, driver: CoreDriver,
+    def __init__(self, host: HostHandle, datastore: SlotIndexedDatastore, driver: CoreDriver,
                  links: GossipLinks, rpc: RpcClient, settings: NodeSettings) -> None:
         self.host = host
         self.datastore = datastore
@@ -130,6 +131,9 @@ async def run_data_node(host: HostHandle, datastore: Datastore,
                         settings: NodeSettings) -> AsyncIterator[DataNode]:
     """Run a data node on ``host`` over ``datastore`` for the body of the block."""
     me = host.peer_id.to_base58()
+    if not isinstance(datastore, SlotIndexedDatastore):
+        datastore = SlotIndexedDatastore(datastore)
+    await datastore.ensure_index()
     state_file = StateFile(settings.conf_dir)
     core = _make_core(me, settings, state_file)
     if me not in core.table.nodes:

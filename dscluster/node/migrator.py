@@ -2,34 +2,34 @@
 
 Theory of operation
 -------------------
-ListKeys asks for up to `limit` local keys of the migrating slots. The store
-has no index by slot, so the first ListKeys of a migration scans every key
-once (a keys-only query) and keeps the keys of those slots in a queue; later
-ListKeys are served from the queue. No new key is born in a slot while it
-moves (routing ASKs the target for absent keys), so when the queue runs dry
-one more scan confirms the slots are empty before the core hears "nothing
-left". Cost: two full key scans per migration, memory for the moving keys
-only (known limitation: a per-slot index would avoid the scans).
+ListKeys asks for up to `limit` local keys of the migrating slots. They come
+from the store's slot index (slotindex.py), slot by slot from a cursor kept
+per migration: the cursor passes a slot only when the index answers that it
+holds no key. A slot that is empty stays empty while it moves, since no new
+key is born in it (routing ASKs the target for absent keys), so when the
+cursor has passed every slot the core hears "nothing left". Listing costs
+one indexed query per non-empty batch plus one per slot.
 
 MoveKeys holds the keys' locks from reading the values until the local
 copies are deleted: read, send one Batch (ASKING) to the target over the
 store protocol, and only when every item is acknowledged delete the local
-copies in one batch. Any failure deletes nothing and reports move_failed
-(the core retries after its next tick).
+copies in one batch. A listed key that is gone by then (deleted meanwhile,
+or an index entry a crash left without its key) is deleted too, which drops
+its index entry. Any failure deletes nothing and reports move_failed (the
+core retries after its next tick).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
 
 from dscluster.core.node import Action, ListKeys, MoveKeys
-from dscluster.core.slots import SlotSet, key_slot
-from dscluster.datastore import Datastore, Query
+from dscluster.core.slots import SlotSet
 from dscluster.errors import DSClusterError, NotFoundError
 from dscluster.node.driver import CoreDriver
 from dscluster.node.keylocks import KeyLocks
+from dscluster.node.slotindex import SlotIndexedDatastore
 from dscluster.wire import messages as wm
 
 log = logging.getLogger(__name__)
@@ -38,16 +38,16 @@ SendBatch = Callable[[str, wm.Batch], Awaitable[wm.Response]]  # (target peer, r
 
 
 class Migrator:
-    def __init__(self, driver: CoreDriver, datastore: Datastore, locks: KeyLocks,
+    def __init__(self, driver: CoreDriver, datastore: SlotIndexedDatastore, locks: KeyLocks,
                  send_batch: SendBatch) -> None:
         self._driver = driver
         self._ds = datastore
         self._locks = locks
         self._send_batch = send_batch
-        self._queues: dict[int, deque[str]] = {}
+        self._cursors: dict[int, tuple[list[int], int]] = {}  # mid -> (slots, next slot index)
         self.moved: dict[int, int] = {}  # migration id -> keys moved so far
         self.moved_bytes: dict[int, int] = {}  # migration id -> value bytes moved so far
-        self.scans = 0
+        self.slot_queries = 0
 
     async def run(self, action: Action) -> None:
         if isinstance(action, ListKeys):
@@ -55,24 +55,23 @@ class Migrator:
         else:
             await self._move(action)
 
-    async def _scan(self, slots: SlotSet) -> deque[str]:
-        self.scans += 1
-        found: deque[str] = deque()
-        results = await self._ds.query(Query(keys_only=True))
-        try:
-            async for entry in results:
-                if key_slot(entry.key) in slots:
-                    found.append(entry.key)
-        finally:
-            await results.aclose()
-        return found
+    async def _next_keys(self, action: ListKeys) -> list[str]:
+        slots, at = self._cursors.get(action.mid) or (list(SlotSet.of(action.ranges)), 0)
+        keys: list[str] = []
+        i = at
+        while i < len(slots) and len(keys) < action.limit:
+            self.slot_queries += 1
+            found = await self._ds.slot_keys(slots[i], action.limit - len(keys))
+            if not found and i == at:
+                at += 1  # drained: no key is born in a moving slot
+            keys += found
+            i += 1
+        self._cursors[action.mid] = (slots, at)
+        return keys
 
     async def _list(self, action: ListKeys) -> None:
         try:
-            queue = self._queues.get(action.mid)
-            if not queue:
-                queue = self._queues[action.mid] = await self._scan(SlotSet.of(action.ranges))
-            keys = [queue.popleft() for _ in range(min(action.limit, len(queue)))]
+            keys: list[str] | None = await self._next_keys(action)
         except DSClusterError as exc:
             log.warning("migration %d: listing keys failed: %s", action.mid, exc)
             keys = None
@@ -81,7 +80,7 @@ class Migrator:
             await self._driver.report(self._driver.core.move_failed, action.mid)
             return
         if not keys:
-            self._queues.pop(action.mid, None)
+            self._cursors.pop(action.mid, None)
             log.info("migration %d: source empty after %d keys", action.mid,
                      self.moved.get(action.mid, 0))
         await self._driver.report(self._driver.core.keys_listed, action.mid, keys)
@@ -104,10 +103,10 @@ class Migrator:
                     if failed:
                         raise DSClusterError(f"target refused {len(failed)} keys: "
                                              f"{failed[0].message}")
-                    batch = await self._ds.batch()
-                    for key, _ in puts:
-                        batch.delete(key)
-                    await batch.commit()
+                batch = await self._ds.batch()
+                for key in action.keys:
+                    batch.delete(key)
+                await batch.commit()
         except DSClusterError as exc:
             log.warning("migration %d: moving %d keys to %s failed: %s", action.mid,
                         len(action.keys), action.target, exc)

@@ -1,0 +1,175 @@
+"""SlotIndexedDatastore: the node's datastore, with every key indexed by its slot.
+
+Theory of operation
+-------------------
+A migration must list the keys of some slots without scanning the whole
+store. So every key K stored through this wrapper has an empty index entry
+``/.dscluster/slot/SSSSS/K`` (SSSSS: K's slot in five digits, so one slot's
+entries are one contiguous key range). Listing a slot is a keys-only prefix
+query over its entries: cost proportional to the slot, not to the store.
+
+Invariant: a stored key always has its index entry; otherwise the migrator
+would leave the key behind on a node that no longer owns its slot. Writes
+keep it through crashes by their order: index puts are applied before the
+data, the data before index deletes. A store whose batches are atomic
+(LevelDB, memory) takes all of it as one batch. Elsewhere (MongoDB's
+unordered bulk writes, flatfs with its index in a LevelDB beside it) a write
+is up to three commits in that order. A crash in between leaves at worst an
+index entry without its key, which the migrator drops when the key is gone.
+
+The namespace ``/.dscluster`` belongs to the node: queries never return it,
+and a get, put or delete of a key under it is a BadKeyError.
+
+A store without the index marker (written before the index existed, or by
+another tool) is indexed by one full keys-only scan in ``ensure_index``,
+which the daemon runs before it serves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from dscluster.core.slots import key_slot
+from dscluster.datastore.base import BatchOp, Datastore
+from dscluster.datastore.key import Key
+from dscluster.datastore.query import Entry, Query, Results, normalized_prefix
+from dscluster.errors import BadKeyError
+
+log = logging.getLogger(__name__)
+
+RESERVED = "/.dscluster"
+INDEX_PREFIX = RESERVED + "/slot/"
+MARKER = Key.raw(RESERVED + "/slot-index-v1")
+BUILD_BATCH = 1024  # index entries per batch while building the index
+
+
+def index_key(key: Key) -> Key:
+    s = str(key)
+    return Key.raw(f"{INDEX_PREFIX}{key_slot(s):05d}{s}")
+
+
+def _reserved(key: str) -> bool:
+    return key == RESERVED or key.startswith(RESERVED + "/")
+
+
+@dataclass(frozen=True)
+class _NotReserved:
+    """Query filter hiding the node's own namespace."""
+
+    def matches(self, entry: Entry) -> bool:
+        return not _reserved(entry.key)
+
+
+class SlotIndexedDatastore(Datastore):
+    """``data`` with a slot index kept in ``index`` (default: in ``data`` itself)."""
+
+    def __init__(self, data: Datastore, index: Datastore | None = None) -> None:
+        super().__init__()
+        self.data = data
+        self.index = data if index is None else index
+        self._one_batch = index is None and data.atomic_batch
+
+    # -- reads -------------------------------------------------------------------
+
+    def _checked(self, key: Key) -> Key:
+        if _reserved(str(key)):
+            raise BadKeyError(f"{key}: the namespace {RESERVED} is reserved for the node")
+        return key
+
+    async def _get(self, key: Key) -> bytes:
+        return await self.data.get(self._checked(key))
+
+    async def _has(self, key: Key) -> bool:
+        return await self.data.has(self._checked(key))
+
+    async def _get_size(self, key: Key) -> int:
+        return await self.data.get_size(self._checked(key))
+
+    async def _query(self, q: Query) -> Results:
+        prefix = normalized_prefix(q.prefix)
+        if prefix == "" or _reserved(prefix.rstrip("/")):
+            q = replace(q, filters=(*q.filters, _NotReserved()))
+        return await self.data.query(q)
+
+    async def slot_keys(self, slot: int, limit: int) -> list[str]:
+        """Up to ``limit`` keys stored in ``slot``, in key order."""
+        self._check_open()
+        prefix = f"{INDEX_PREFIX}{slot:05d}"
+        results = await self.index.query(Query(prefix=prefix, keys_only=True, limit=limit))
+        try:
+            return [entry.key[len(prefix):] async for entry in results]
+        finally:
+            await results.aclose()
+
+    # -- writes ------------------------------------------------------------------
+
+    async def _put(self, key: Key, value: bytes) -> None:
+        await self._write([BatchOp(self._checked(key), value)])
+
+    async def _delete(self, key: Key) -> None:
+        await self._write([BatchOp(self._checked(key), None)])
+
+    async def _commit_batch(self, ops: Sequence[BatchOp]) -> None:
+        await self._write([BatchOp(self._checked(op.key), op.value) for op in ops])
+
+    async def _write(self, ops: Sequence[BatchOp]) -> None:
+        last = {op.key: op.is_delete for op in ops}  # a key's last op decides its entry
+        index_puts = [BatchOp(index_key(k), b"") for k, gone in last.items() if not gone]
+        index_deletes = [BatchOp(index_key(k), None) for k, gone in last.items() if gone]
+        if self._one_batch:
+            await _commit(self.data, [*index_puts, *ops, *index_deletes])
+            return
+        await _commit(self.index, index_puts)
+        await _commit(self.data, ops)
+        await _commit(self.index, index_deletes)
+
+    async def ensure_index(self) -> int:
+        """Index every key once if the store has no index yet; returns keys indexed."""
+        if await self.index.has(MARKER):
+            return 0
+        count = 0
+        pending: list[BatchOp] = []
+        results = await self.data.query(Query(keys_only=True))
+        try:
+            async for entry in results:
+                if _reserved(entry.key):
+                    continue
+                pending.append(BatchOp(index_key(Key.raw(entry.key)), b""))
+                if len(pending) >= BUILD_BATCH:
+                    await _commit(self.index, pending)
+                    count += len(pending)
+                    pending = []
+        finally:
+            await results.aclose()
+        await _commit(self.index, [*pending, BatchOp(MARKER, b"")])
+        count += len(pending)
+        await self.index.sync()
+        if count:
+            log.info("slot index built: %d keys indexed", count)
+        return count
+
+    async def _sync(self, prefix: Key) -> None:
+        await self.data.sync(prefix)
+        if self.index is not self.data:
+            await self.index.sync()
+
+    async def _close(self) -> None:
+        try:
+            await self.data.close()
+        finally:
+            if self.index is not self.data:
+                await self.index.close()
+
+
+async def _commit(store: Datastore, ops: Sequence[BatchOp]) -> None:
+    if not ops:
+        return
+    batch = await store.batch()
+    for op in ops:
+        if op.value is None:
+            batch.delete(op.key)
+        else:
+            batch.put(op.key, op.value)
+    await batch.commit()
