@@ -48,8 +48,8 @@ from dscluster.datastore.query import (
     OrderByKey,
     OrderByKeyDescending,
     Query,
+    key_range,
     naive_query,
-    normalized_prefix,
 )
 from dscluster.errors import ConfigError, NotFoundError, UnavailableError
 
@@ -121,14 +121,16 @@ class LevelDatastore(BlockingDatastore):
             raise _unavailable("write", exc) from exc
 
     def query_blocking(self, q: Query) -> tuple[Iterable[Entry], Callable[[], None] | None]:
-        prefix = normalized_prefix(q.prefix).encode()
+        low, high = key_range(q)  # seek: naive_query still checks every entry
         reverse = False
         if q.orders in ((OrderByKey(),), (OrderByKeyDescending(),)):
             # the iterator's own order answers these: naive_query need not sort
             reverse = q.orders == (OrderByKeyDescending(),)
             q = replace(q, orders=())
         values = not q.keys_only or q.returns_sizes or q.needs_values
-        it = self._db.iterator(prefix=prefix or None, reverse=reverse, include_value=values)
+        it = self._db.iterator(start=None if low is None else low.encode(),
+                               stop=None if high is None else high.encode(),
+                               reverse=reverse, include_value=values)
 
         def entries() -> Iterator[Entry]:
             if values:

@@ -47,8 +47,8 @@ from dscluster.datastore.query import (
     OrderByKey,
     OrderByKeyDescending,
     Query,
+    key_range,
     naive_query,
-    normalized_prefix,
 )
 from dscluster.errors import (
     BadRequestError,
@@ -76,11 +76,6 @@ def _check_size(value: bytes) -> bytes:
 
 def _document(key: str, value: bytes) -> dict[str, Any]:
     return {"_id": key, "v": Binary(value), "size": len(value)}
-
-
-def _successor(prefix: str) -> str:
-    """The least string greater than every string starting with prefix."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 def _mapped(fn: Callable[[], T], what: str) -> T:
@@ -182,8 +177,11 @@ class MongoDatastore(BlockingDatastore):
             self._col.bulk_write([requests[e["index"]] for e in errors], ordered=False)
 
     def query_blocking(self, q: Query) -> tuple[Iterable[Entry], Callable[[], None] | None]:
-        prefix = normalized_prefix(q.prefix)
-        selector = {"_id": {"$gte": prefix, "$lt": _successor(prefix)}} if prefix else {}
+        low, high = key_range(q)
+        # a bound ending in NUL (from > or <=) is left to naive_query: BSON strings avoid NUL
+        bounds = {op: k for op, k in (("$gte", low), ("$lt", high))
+                  if k is not None and "\0" not in k}
+        selector = {"_id": bounds} if bounds else {}
         values = not q.keys_only or q.needs_values
         cursor = self._col.find(selector, None if values else {"v": 0})
         if q.orders in ((OrderByKey(),), (OrderByKeyDescending(),)):

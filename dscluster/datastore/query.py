@@ -53,6 +53,7 @@ __all__ = [
     "compare_entries",
     "naive_query",
     "naive_results",
+    "key_range",
     "normalized_prefix",
     "sort_entries",
 ]
@@ -257,6 +258,48 @@ def normalized_prefix(prefix: str) -> str:
         return ""
     p = clean_path(prefix)
     return "" if p == "/" else p + "/"
+
+
+def successor(prefix: str) -> str:
+    """The least string greater than every string starting with ``prefix`` (not "")."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def key_range(q: Query) -> tuple[str | None, str | None]:
+    """The narrowest [low, high) key range holding every answer to ``q`` (None: open).
+
+    From the prefix and the key comparisons among the filters, so a sorted
+    backend can seek instead of walking every key; the query is still
+    evaluated in full on what the range yields.
+    """
+    low: str | None = None
+    high: str | None = None
+
+    def at_least(k: str) -> None:
+        nonlocal low
+        low = k if low is None else max(low, k)
+
+    def below(k: str) -> None:
+        nonlocal high
+        high = k if high is None else min(high, k)
+
+    prefix = normalized_prefix(q.prefix)
+    if prefix:
+        at_least(prefix)
+        below(successor(prefix))
+    for f in q.filters:
+        if not isinstance(f, FilterKeyCompare):
+            continue
+        after = f.key + "\0"  # the least string greater than f.key
+        if f.op in (">=", "="):
+            at_least(f.key)
+        elif f.op == ">":
+            at_least(after)
+        if f.op in ("<=", "="):
+            below(after)
+        elif f.op == "<":
+            below(f.key)
+    return low, high
 
 
 def _shape(q: Query, e: Entry) -> Entry:

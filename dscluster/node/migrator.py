@@ -3,12 +3,12 @@
 Theory of operation
 -------------------
 ListKeys asks for up to `limit` local keys of the migrating slots. They come
-from the store's slot index (slotindex.py), slot by slot from a cursor kept
-per migration: the cursor passes a slot only when the index answers that it
-holds no key. A slot that is empty stays empty while it moves, since no new
-key is born in it (routing ASKs the target for absent keys), so when the
-cursor has passed every slot the core hears "nothing left". Listing costs
-one indexed query per non-empty batch plus one per slot.
+from the store's slot index (slotindex.py): one range query per slot range,
+from a cursor kept per migration. A range the index answers empty is dropped
+for good: a slot that is empty stays empty while it moves, since no new key
+is born in it (routing ASKs the target for absent keys). When no range is
+left the core hears "nothing left". Otherwise the range's cursor moves up to
+the first listed key's slot, so later queries do not walk drained slots.
 
 MoveKeys holds the keys' locks from reading the values until the local
 copies are deleted: read, send one Batch (ASKING) to the target over the
@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dscluster.core.node import Action, ListKeys, MoveKeys
-from dscluster.core.slots import SlotSet
+from dscluster.core.slots import key_slot
 from dscluster.errors import DSClusterError, NotFoundError
 from dscluster.node.driver import CoreDriver
 from dscluster.node.keylocks import KeyLocks
@@ -44,7 +44,7 @@ class Migrator:
         self._ds = datastore
         self._locks = locks
         self._send_batch = send_batch
-        self._cursors: dict[int, tuple[list[int], int]] = {}  # mid -> (slots, next slot index)
+        self._cursors: dict[int, list[list[int]]] = {}  # mid -> slot ranges that may hold keys
         self.moved: dict[int, int] = {}  # migration id -> keys moved so far
         self.moved_bytes: dict[int, int] = {}  # migration id -> value bytes moved so far
         self.slot_queries = 0
@@ -56,17 +56,19 @@ class Migrator:
             await self._move(action)
 
     async def _next_keys(self, action: ListKeys) -> list[str]:
-        slots, at = self._cursors.get(action.mid) or (list(SlotSet.of(action.ranges)), 0)
+        ranges = self._cursors.setdefault(action.mid, [[a, b] for a, b in action.ranges])
         keys: list[str] = []
-        i = at
-        while i < len(slots) and len(keys) < action.limit:
+        i = 0
+        while i < len(ranges) and len(keys) < action.limit:
+            first, last = ranges[i]
             self.slot_queries += 1
-            found = await self._ds.slot_keys(slots[i], action.limit - len(keys))
-            if not found and i == at:
-                at += 1  # drained: no key is born in a moving slot
+            found = await self._ds.keys_in_slots(first, last, action.limit - len(keys))
+            if not found:
+                del ranges[i]  # drained, for good: no key is born in a moving slot
+                continue
+            ranges[i][0] = key_slot(found[0])  # skip the drained slots' tombstones next time
             keys += found
             i += 1
-        self._cursors[action.mid] = (slots, at)
         return keys
 
     async def _list(self, action: ListKeys) -> None:

@@ -34,7 +34,14 @@ from dataclasses import dataclass, replace
 from dscluster.core.slots import key_slot
 from dscluster.datastore.base import BatchOp, Datastore
 from dscluster.datastore.key import Key
-from dscluster.datastore.query import Entry, Query, Results, normalized_prefix
+from dscluster.datastore.query import (
+    Entry,
+    FilterKeyCompare,
+    OrderByKey,
+    Query,
+    Results,
+    normalized_prefix,
+)
 from dscluster.errors import BadKeyError
 
 log = logging.getLogger(__name__)
@@ -93,13 +100,20 @@ class SlotIndexedDatastore(Datastore):
             q = replace(q, filters=(*q.filters, _NotReserved()))
         return await self.data.query(q)
 
-    async def slot_keys(self, slot: int, limit: int) -> list[str]:
-        """Up to ``limit`` keys stored in ``slot``, in key order."""
+    async def keys_in_slots(self, first: int, last: int, limit: int) -> list[str]:
+        """Up to ``limit`` keys stored in slots ``first``..``last``, in slot order.
+
+        One ordered range query over the index (a seek in LevelDB and MongoDB).
+        """
         self._check_open()
-        prefix = f"{INDEX_PREFIX}{slot:05d}"
-        results = await self.index.query(Query(prefix=prefix, keys_only=True, limit=limit))
+        bounds = (FilterKeyCompare(">=", f"{INDEX_PREFIX}{first:05d}/"),
+                  FilterKeyCompare("<", f"{INDEX_PREFIX}{last + 1:05d}/"))
+        results = await self.index.query(Query(prefix=INDEX_PREFIX, filters=bounds,
+                                               orders=(OrderByKey(),), keys_only=True,
+                                               limit=limit))
+        skip = len(INDEX_PREFIX) + 5
         try:
-            return [entry.key[len(prefix):] async for entry in results]
+            return [entry.key[skip:] async for entry in results]
         finally:
             await results.aclose()
 
@@ -112,7 +126,9 @@ class SlotIndexedDatastore(Datastore):
         await self._write([BatchOp(self._checked(key), None)])
 
     async def _commit_batch(self, ops: Sequence[BatchOp]) -> None:
-        await self._write([BatchOp(self._checked(op.key), op.value) for op in ops])
+        for op in ops:
+            self._checked(op.key)
+        await self._write(ops)
 
     async def _write(self, ops: Sequence[BatchOp]) -> None:
         last = {op.key: op.is_delete for op in ops}  # a key's last op decides its entry
@@ -164,12 +180,7 @@ class SlotIndexedDatastore(Datastore):
 
 
 async def _commit(store: Datastore, ops: Sequence[BatchOp]) -> None:
-    if not ops:
-        return
-    batch = await store.batch()
-    for op in ops:
-        if op.value is None:
-            batch.delete(op.key)
-        else:
-            batch.put(op.key, op.value)
-    await batch.commit()
+    """Commit ops made of checked keys and bytes: the contract's checks are done."""
+    if ops:
+        store._check_open()
+        await store._commit_batch(ops)

@@ -14,6 +14,7 @@ from dscluster.datastore.query import (
     OrderByValueDescending,
     Query,
     Results,
+    key_range,
     naive_query,
     naive_results,
     normalized_prefix,
@@ -262,3 +263,28 @@ async def test_naive_results_agrees_with_naive_query() -> None:
     for q in queries:
         got = await naive_results(q, Results.from_iterable(ENTRIES)).rest()
         assert got == list(naive_query(q, ENTRIES)), q
+
+
+ALL_FILTERS = [FilterKeyCompare(op, k) for op in ("=", "!=", ">", ">=", "<", "<=")
+               for k in ("/a", "/a/b", "/ab", "/c")]
+
+
+@pytest.mark.parametrize("prefix", ["", "/a", "/a/b", "/zz"])
+@pytest.mark.parametrize("flt", [None, *ALL_FILTERS])
+def test_key_range_holds_every_answer_and_narrows(prefix: str, flt: FilterKeyCompare | None) -> None:
+    q = Query(prefix=prefix, filters=() if flt is None else (flt,))
+    low, high = key_range(q)
+    for key in keys(q):  # a seek to [low, high) loses no answer
+        assert (low is None or key >= low) and (high is None or key < high)
+    if prefix:
+        assert low is not None and high is not None
+    if flt is not None and flt.op in ("=", ">=", ">"):
+        assert low is not None and low >= flt.key
+    if flt is not None and flt.op in ("=", "<", "<="):
+        assert high is not None and high <= flt.key + "\0"
+
+
+def test_key_range_of_equal_is_one_key() -> None:
+    low, high = key_range(Query(filters=(FilterKeyCompare("=", "/a/b"),)))
+    assert low == "/a/b" and high == "/a/b\0"
+    assert key_range(Query()) == (None, None)

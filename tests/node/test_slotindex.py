@@ -82,11 +82,11 @@ async def test_slot_keys_follow_puts_overwrites_deletes_and_batches(tmp_path, op
         await batch.commit()
         alive = sorted(set(keys) - set(gone) - {keys[1]})
         for slot, expected in _keys_by_slot(alive).items():
-            assert await ds.slot_keys(slot, 1000) == sorted(expected)
+            assert await ds.keys_in_slots(slot, slot, 1000) == sorted(expected)
         for slot in _keys_by_slot(gone + [keys[1]]).keys() - _keys_by_slot(alive).keys():
-            assert await ds.slot_keys(slot, 1000) == []
+            assert await ds.keys_in_slots(slot, slot, 1000) == []
         slot, many = max(_keys_by_slot(alive).items(), key=lambda kv: len(kv[1]))
-        assert await ds.slot_keys(slot, 1) == sorted(many)[:1]
+        assert await ds.keys_in_slots(slot, slot, 1) == sorted(many)[:1]
     finally:
         await ds.close()
 
@@ -131,7 +131,7 @@ async def test_ensure_index_indexes_a_store_written_without_it(tmp_path):
         assert await ds.ensure_index() == 3000
         assert await ds.ensure_index() == 0  # the marker makes it once only
         for slot, expected in list(_keys_by_slot(keys).items())[:200]:
-            assert await ds.slot_keys(slot, 100) == sorted(expected)
+            assert await ds.keys_in_slots(slot, slot, 100) == sorted(expected)
         results = await ds.query(Query(keys_only=True))
         assert sorted([e.key async for e in results]) == sorted(keys)
     finally:
@@ -157,9 +157,9 @@ async def test_write_order_leaves_at_worst_an_index_entry_without_its_key(tmp_pa
     try:
         assert await ds.get("/CIQKEEP") == b"v"
         assert not await ds.has("/CIQLOST")
-        assert await ds.slot_keys(key_slot("/CIQLOST"), 10) == ["/CIQLOST"]
+        assert await ds.keys_in_slots(key_slot("/CIQLOST"), key_slot("/CIQLOST"), 10) == ["/CIQLOST"]
         await ds.delete("/CIQLOST")  # what the migrator does with a key that is gone
-        assert await ds.slot_keys(key_slot("/CIQLOST"), 10) == []
+        assert await ds.keys_in_slots(key_slot("/CIQLOST"), key_slot("/CIQLOST"), 10) == []
     finally:
         await ds.close()
 
@@ -169,3 +169,20 @@ async def test_closing_closes_a_separate_index(tmp_path):
         ds = open_flatfs(tmp_path)
         await ds.close()
         assert ds.data.closed and ds.index.closed
+
+
+async def test_keys_in_slots_spans_a_range_in_slot_order(tmp_path):
+    ds = open_level(tmp_path)
+    keys = [f"/r/{i}" for i in range(2000)]
+    try:
+        for k in keys:
+            await ds.put(k, b"v")
+        everything = await ds.keys_in_slots(0, 16383, 10_000)
+        assert sorted(everything) == sorted(keys)
+        assert [key_slot(k) for k in everything] == sorted(key_slot(k) for k in keys)
+        lo, hi = 5000, 9000
+        inside = sorted((key_slot(k), k) for k in keys if lo <= key_slot(k) <= hi)
+        assert await ds.keys_in_slots(lo, hi, 10_000) == [k for _, k in inside]
+        assert await ds.keys_in_slots(lo, hi, 7) == [k for _, k in inside][:7]
+    finally:
+        await ds.close()
