@@ -10,19 +10,23 @@ is born in it (routing ASKs the target for absent keys). When no range is
 left the core hears "nothing left". Otherwise the range's cursor moves up to
 the first listed key's slot, so later queries do not walk drained slots.
 
-MoveKeys holds the keys' locks from reading the values until the local
-copies are deleted: read, send one Batch (ASKING) to the target over the
-store protocol, and only when every item is acknowledged delete the local
-copies in one batch. A listed key that is gone by then (deleted meanwhile,
+MoveKeys moves its keys in chunks of at most CHUNK_BYTES of values, up to
+CHUNKS_IN_FLIGHT at once so the target stores one while the next is on the
+wire. Each chunk holds its keys' locks from reading the
+values until the local copies are deleted: read, send one Batch (ASKING) to
+the target over the store protocol, and only when every item is acknowledged
+delete the local copies in one batch. A listed key that is gone by then (deleted meanwhile,
 or an index entry a crash left without its key) is deleted too, which drops
-its index entry. Any failure deletes nothing and reports move_failed (the
-core retries after its next tick).
+its index entry. A failed chunk deletes nothing of its own (earlier chunks
+stay moved) and reports move_failed: the core lists again after its next tick.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
 
 from dscluster.core.node import Action, ListKeys, MoveKeys
 from dscluster.core.slots import key_slot
@@ -34,6 +38,8 @@ from dscluster.wire import messages as wm
 
 log = logging.getLogger(__name__)
 
+CHUNK_BYTES = 1024 * 1024  # values per Batch sent to the target (a frame holds 16 MiB)
+CHUNKS_IN_FLIGHT = 4  # Batches awaiting the target's answer at once
 SendBatch = Callable[[str, wm.Batch], Awaitable[wm.Response]]  # (target peer, request)
 
 
@@ -88,34 +94,80 @@ class Migrator:
         await self._driver.report(self._driver.core.keys_listed, action.mid, keys)
 
     async def _move(self, action: MoveKeys) -> None:
+        errors: list[DSClusterError] = []
+        moved = [0, 0]  # keys, bytes
+        in_flight = trio.Semaphore(CHUNKS_IN_FLIGHT)
+
+        async def move(chunk: list[str]) -> None:
+            try:
+                n, size = await self._move_chunk(action.target, chunk)
+                moved[0] += n
+                moved[1] += size
+            except DSClusterError as exc:
+                errors.append(exc)
+            finally:
+                in_flight.release()
+
         try:
-            async with self._locks.hold(action.keys):
-                puts = []
-                for key in action.keys:
-                    try:
-                        puts.append((key, await self._ds.get(key)))
-                    except NotFoundError:
-                        continue  # deleted since it was listed
-                if puts:
-                    resp = await self._send_batch(action.target,
-                                                  wm.Batch(0, tuple(puts), (), True))
-                    if not isinstance(resp, wm.OkMany) or len(resp.results) != len(puts):
-                        raise DSClusterError(f"unexpected answer {type(resp).__name__}")
-                    failed = [r for r in resp.results if isinstance(r, wm.ErrorInfo)]
-                    if failed:
-                        raise DSClusterError(f"target refused {len(failed)} keys: "
-                                             f"{failed[0].message}")
-                batch = await self._ds.batch()
-                for key in action.keys:
-                    batch.delete(key)
-                await batch.commit()
+            chunks = await self._chunks(action.keys)
         except DSClusterError as exc:
-            log.warning("migration %d: moving %d keys to %s failed: %s", action.mid,
-                        len(action.keys), action.target, exc)
+            chunks, errors = [], [exc]
+        async with trio.open_nursery() as nursery:
+            for chunk in chunks:
+                await in_flight.acquire()
+                if errors:
+                    in_flight.release()
+                    break
+                nursery.start_soon(move, chunk)
+        total = self._count(action.mid, *moved)
+        if errors:
+            log.warning("migration %d: moving keys to %s failed after %d of %d: %s",
+                        action.mid, action.target, moved[0], len(action.keys), errors[0])
             await self._driver.report(self._driver.core.move_failed, action.mid)
             return
-        total = self.moved[action.mid] = self.moved.get(action.mid, 0) + len(puts)
-        self.moved_bytes[action.mid] = (self.moved_bytes.get(action.mid, 0)
-                                        + sum(len(v) for _, v in puts))
-        log.info("migration %d: %d keys moved to %s", action.mid, total, action.target)
+        log.debug("migration %d: %d keys moved to %s", action.mid, total, action.target)
         await self._driver.report(self._driver.core.keys_moved, action.mid, action.keys)
+
+    async def _chunks(self, keys: Sequence[str]) -> list[list[str]]:
+        """Split keys into chunks of at most CHUNK_BYTES of values (sizes as of now)."""
+        chunks: list[list[str]] = [[]]
+        size = 0
+        for key in keys:
+            try:
+                n = await self._ds.get_size(key)
+            except NotFoundError:
+                n = 0  # gone: its chunk deletes whatever index entry is left
+            if chunks[-1] and size + n > CHUNK_BYTES:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(key)
+            size += n
+        return chunks
+
+    async def _move_chunk(self, target: str, keys: list[str]) -> tuple[int, int]:
+        """Copy keys to target and delete them here, all under their locks."""
+        async with self._locks.hold(keys):
+            puts = []
+            for key in keys:
+                try:
+                    puts.append((key, await self._ds.get(key)))
+                except NotFoundError:
+                    continue  # deleted since it was listed
+            if puts:
+                resp = await self._send_batch(target, wm.Batch(0, tuple(puts), (), True))
+                if not isinstance(resp, wm.OkMany) or len(resp.results) != len(puts):
+                    raise DSClusterError(f"unexpected answer {type(resp).__name__}")
+                failed = [r for r in resp.results if isinstance(r, wm.ErrorInfo)]
+                if failed:
+                    raise DSClusterError(f"target refused {len(failed)} keys: "
+                                         f"{failed[0].message}")
+            batch = await self._ds.batch()
+            for key in keys:
+                batch.delete(key)
+            await batch.commit()
+        return len(puts), sum(len(v) for _, v in puts)
+
+    def _count(self, mid: int, keys: int, nbytes: int) -> int:
+        self.moved[mid] = self.moved.get(mid, 0) + keys
+        self.moved_bytes[mid] = self.moved_bytes.get(mid, 0) + nbytes
+        return self.moved[mid]

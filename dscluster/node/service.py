@@ -107,8 +107,12 @@ class StoreService:
         slot = key_slot(key)
         if self._driver.stable[slot]:
             return _SERVE
-        exists = await self._ds.has(key)
-        decision = self._driver.core.route(key, exists_locally=exists, asking=asking)
+        # Whether the key exists here matters only where the answer would be
+        # Ask (a slot migrating out): look it up there alone.
+        core = self._driver.core
+        decision = core.route(key, exists_locally=False, asking=asking)
+        if isinstance(decision, Ask) and await self._ds.has(key):
+            decision = core.route(key, exists_locally=True, asking=asking)
         if isinstance(decision, Serve):
             return decision
         addrs = self._driver.addrs_of(decision.peer)
