@@ -51,6 +51,28 @@ async def test_migration_moves_the_keys_and_every_key_stays_readable(tmp_path):
             assert source.driver.stable[0] == 0 and target.driver.stable[0] == 1
 
 
+async def test_migration_of_more_values_than_one_frame_holds(tmp_path):
+    """80 values of 256 KiB (20 MiB, above the 16 MiB frame) move in chunks, all of them."""
+    with trio.fail_after(120):
+        async with local_cluster(tmp_path, 2) as cluster, \
+                store_client(cluster.client_identity, cluster.table) as client:
+            source, target = cluster.nodes
+            slots = SlotSet.of([(0, 99)])
+            moving = [k for k in (f"/big/{i}" for i in range(20_000)) if key_slot(k) in slots][:80]
+            assert len(moving) == 80 and all(cluster.owner_of(k) is source for k in moving)
+            values = {k: k.encode().ljust(256 * 1024, b".") for k in moving}
+            for k, v in values.items():
+                await client.put(k, v)
+            mid = await source.start_migration(slots, target.peer_id)
+            await _wait(lambda: not source.core.migrations and not target.core.migrations)
+            assert source.migrator.moved[mid] == 80
+            assert source.migrator.moved_bytes[mid] == 80 * 256 * 1024
+            assert await source.datastore.keys_in_slots(0, 99, 1000) == []
+            assert sorted(await target.datastore.keys_in_slots(0, 99, 1000)) == sorted(moving)
+            for k, v in values.items():
+                assert await client.get(k) == v
+
+
 async def test_garbage_from_a_member_closes_that_stream_only(tmp_path):
     member = Identity.generate()
     with trio.fail_after(60):
