@@ -9,7 +9,7 @@ SEEDS ?= 200
 MINUTES ?= 10
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slow lint run bench simulate fuzz clean
+.PHONY: install test test-slow test-kill lint run bench simulate fuzz clean
 
 $(PY):
 	python3 -m venv .venv
@@ -23,6 +23,10 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+# kill -9 during rebalances: SEEDS more seeds than the default run's two (about 75 s each)
+test-kill: install
+	KILL_SEEDS=$(SEEDS) $(PY) -m pytest -q -m slow tests/rebalance/test_rebalance_kill.py $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

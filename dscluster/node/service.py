@@ -49,6 +49,7 @@ from dscluster.errors import (
 from dscluster.node.auth import Authorizer, Role
 from dscluster.node.driver import CoreDriver
 from dscluster.node.keylocks import KeyLocks
+from dscluster.node.slotindex import check_user_key
 from dscluster.wire import messages as wm
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,9 @@ class StoreService:
         clean: list[str | None] = []
         for i, (key, _) in enumerate(ops):
             try:
-                clean.append(str(Key(key)))
+                k = str(Key(key))
+                check_user_key(k)  # here, or the datastore batch would refuse them all
+                clean.append(k)
             except DSClusterError as exc:
                 clean.append(None)
                 results[i] = wm.ErrorInfo.from_exception(exc)

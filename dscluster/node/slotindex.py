@@ -61,6 +61,12 @@ def _reserved(key: str) -> bool:
     return key == RESERVED or key.startswith(RESERVED + "/")
 
 
+def check_user_key(key: str) -> None:
+    """BadKeyError for a key in the node's own namespace."""
+    if _reserved(key):
+        raise BadKeyError(f"{key}: the namespace {RESERVED} is reserved for the node")
+
+
 @dataclass(frozen=True)
 class _NotReserved:
     """Query filter hiding the node's own namespace."""
@@ -81,8 +87,7 @@ class SlotIndexedDatastore(Datastore):
     # -- reads -------------------------------------------------------------------
 
     def _checked(self, key: Key) -> Key:
-        if _reserved(str(key)):
-            raise BadKeyError(f"{key}: the namespace {RESERVED} is reserved for the node")
+        check_user_key(str(key))
         return key
 
     async def _get(self, key: Key) -> bytes:

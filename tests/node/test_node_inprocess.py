@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from dscluster.errors import MovedError, NotFoundError, UnauthorizedError
+from dscluster.errors import BadKeyError, MovedError, NotFoundError, UnauthorizedError
 from dscluster.net.host import Identity, parse_peer_id
 from dscluster.testing.cluster import local_cluster, store_client
 from dscluster.wire import messages as wm
@@ -61,6 +61,16 @@ async def test_batched_requests_are_answered_per_key(tmp_path):
             assert resp.results[0] == b"v" + mine[0].encode()
             assert resp.results[1].code is wm.ErrorCode.NOT_FOUND
             assert not await node.datastore.has(foreign)
+            # the node's own namespace is refused per key, the rest of the batch lands
+            reserved = next(k for k in (f"/.dscluster/slot/{i}" for i in range(500))
+                            if cluster.owner_of(k) is node)
+            resp = await client.call_node(node.peer_id, wm.Batch(
+                0, ((mine[6], b"ok"), (reserved, b"no"))))
+            assert resp.results[0] is None
+            assert resp.results[1].code is wm.ErrorCode.BAD_KEY
+            assert await node.datastore.get(mine[6]) == b"ok"
+            with pytest.raises(BadKeyError):
+                await client.put(reserved, b"no")
 
 
 async def test_stranger_is_refused_and_info_answers(tmp_path):
