@@ -1,7 +1,7 @@
 """Slot migration throughput and the latency clients see while slots move.
 
-Two in-process nodes on LevelDB (loopback libp2p, the daemon's real Migrator
-and slot index). For 4 KiB and 256 KiB values: load N keys spread over all
+Two ``dscluster`` daemons as processes on LevelDB (loopback libp2p), this
+process being their client and admin. For 4 KiB and 256 KiB values: load N keys spread over all
 slots (each to its owner), measure p50/p99 of a reader's gets on the keys
 that will move, then migrate 1/4 of the slots (0-4095, all owned by node 0)
 to node 1 while the reader keeps going (following ASK). Prints slots, keys/s
@@ -23,11 +23,12 @@ import time
 import trio
 
 from bench import report
+from bench.cluster import started
 from bench.p2p_baseline import run_baseline
+from dsclient.admin import open_admin
 from dscluster.core.slots import SLOT_COUNT, SlotSet, key_slot
-from dscluster.datastore.leveldb import LevelDatastore
 from dscluster.errors import DSClusterError
-from dscluster.testing.cluster import local_cluster, store_client
+from dscluster.testing.cluster import ProcessCluster, store_client
 from dscluster.wire import messages as wm
 
 SLOTS = (0, SLOT_COUNT // 4 - 1)  # the moving quarter (owned by node 0 in a 2-node cluster)
@@ -40,17 +41,18 @@ def _pct(values: list[float], q: float) -> float:
 
 async def _one(size: int, count: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        async with local_cluster(tmp, 2, datastore=lambda i: LevelDatastore(
-                os.path.join(tmp, f"ds{i}"))) as cluster:
-            src, dst = cluster.nodes
+        async with started(ProcessCluster(tmp, 2, admin_client=True)) as cluster:
+            assert cluster.table is not None
+            src, dst = cluster.peer_id(0), cluster.peer_id(1)
             value = os.urandom(size)
             by_owner: dict[str, list[str]] = {}
             for i in range(count):
                 k = f"/bench/migrate/{i}"
                 by_owner.setdefault(cluster.table.owner(key_slot(k)) or "", []).append(k)
-            assert set(by_owner) <= {src.peer_id, dst.peer_id}
-            keys = [k for k in by_owner[src.peer_id] if SLOTS[0] <= key_slot(k) <= SLOTS[1]]
-            async with store_client(cluster.client_identity, cluster.table) as client:
+            assert set(by_owner) <= {src, dst}
+            keys = [k for k in by_owner[src] if SLOTS[0] <= key_slot(k) <= SLOTS[1]]
+            async with store_client(cluster.client_identity, cluster.table) as client, \
+                    open_admin(cluster.client_identity, cluster.seeds()) as admin:
                 step = max(1, min(64, LOAD_BYTES // size))
                 for owner, owned in by_owner.items():
                     for i in range(0, len(owned), step):
@@ -79,13 +81,13 @@ async def _one(size: int, count: int) -> dict[str, float]:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(reader)
                     start = time.perf_counter()
-                    await src.start_migration(SlotSet((SLOTS,)), dst.peer_id)
-                    while src.core.migrations:
-                        await trio.sleep(0.01)
+                    mid = await admin.migrate(src, SlotSet((SLOTS,)), dst)
+                    await admin.wait_migration(src, mid)
                     secs = time.perf_counter() - start
                     done.set()
-            moved = sum(src.migrator.moved.values())
-            assert moved == len(keys), (moved, len(keys))
+                moved, _ = (await admin.status(src)).moved[mid]
+                assert moved == len(keys), (moved, len(keys))
+                assert await client.get(keys[-1]) == value
     return {"moved": moved, "keys_s": moved / secs, "mb_s": moved * size / secs / 1e6,
             "secs": secs,
             "p50_before": _pct(before, 50), "p99_before": _pct(before, 99),

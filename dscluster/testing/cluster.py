@@ -152,8 +152,9 @@ class ProcessCluster:
 
     def __init__(self, base_dir: str | os.PathLike[str], n: int = 3, *,
                  datastore: str = "leveldb", tick: float = 0.2,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), admin_client: bool = False) -> None:
         self.base = os.fspath(base_dir)
+        self.admin_client = admin_client  # the client identity is also a cluster admin
         self.n = n
         self.datastore = datastore
         self.tick = tick
@@ -166,6 +167,11 @@ class ProcessCluster:
 
     def conf(self, i: int) -> str:
         return os.path.join(self.base, f"n{i}")
+
+    def seeds(self) -> dict[str, list[str]]:
+        """Every node's peer ID and addresses, as open_admin takes them."""
+        assert self.table is not None
+        return {p: list(n.addrs) for p, n in self.table.nodes.items()}
 
     def peer_id(self, i: int) -> str:
         from dscluster.config import load_node_config
@@ -210,6 +216,10 @@ class ProcessCluster:
 
     async def start(self, i: int, timeout: float = 30) -> None:
         """Start node i and wait until it prints its listening address."""
+        if self.admin_client:
+            os.makedirs(self.conf(i), exist_ok=True)
+            with open(os.path.join(self.conf(i), "admins"), "w", encoding="utf-8") as f:
+                f.write(f"{self.client_identity.peer_id_str}\n")
         out_path = os.path.join(self.base, f"n{i}.out")
         with open(out_path, "wb") as out, open(self.log_path(i), "ab") as err:
             self.procs[i] = subprocess.Popen(self.command(i), stdout=out, stderr=err)

@@ -18,13 +18,10 @@ class GrowingCluster(ProcessCluster):
     """ProcessCluster whose client is also an admin, and that can add ``--join`` nodes."""
 
     def __init__(self, base_dir: str | os.PathLike[str], n: int = 3, **kw: object) -> None:
-        super().__init__(base_dir, n, **kw)  # type: ignore[arg-type]
+        super().__init__(base_dir, n, admin_client=True, **kw)  # type: ignore[arg-type]
         self.initial = n
 
     async def start(self, i: int, timeout: float = 90) -> None:
-        os.makedirs(self.conf(i), exist_ok=True)
-        with open(os.path.join(self.conf(i), "admins"), "w", encoding="utf-8") as f:
-            f.write(f"{self.client_identity.peer_id_str}\n")
         await super().start(i, timeout)
 
     def command(self, i: int) -> list[str]:
@@ -41,10 +38,6 @@ class GrowingCluster(ProcessCluster):
         self.procs.append(None)
         await self.start(i)
         return i
-
-    def seeds(self) -> dict[str, list[str]]:
-        assert self.table is not None
-        return {p: list(n.addrs) for p, n in self.table.nodes.items()}
 
 
 def _by_owner(table: SlotTable, keys: Iterable[str]) -> dict[str, list[str]]:
