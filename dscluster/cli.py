@@ -62,13 +62,10 @@ def open_datastore(kind: str, conf_dir: str, path: str, mongodb: str, peer_id: s
         from dscluster.datastore.leveldb import LevelDatastore
 
         return LevelDatastore(where, sync=sync)
-    if kind == "flatfs":  # flatfs holds block keys only: the slot index lives beside it
+    if kind == "flatfs":  # the daemon keeps its slot index beside it (node/slotindex.py)
         from dscluster.datastore.flatfs import FlatfsDatastore
-        from dscluster.datastore.leveldb import LevelDatastore
-        from dscluster.node.slotindex import SlotIndexedDatastore
 
-        return SlotIndexedDatastore(FlatfsDatastore(where),
-                                    LevelDatastore(where + ".slotindex", sync=True))
+        return FlatfsDatastore(where)
     if kind == "hybrid":  # block keys in flatfs (synced), every other key in LevelDB
         from dscluster.datastore.flatfs import FlatfsDatastore
         from dscluster.datastore.hybrid import HybridDatastore

@@ -44,7 +44,7 @@ from dscluster.node.gossip import GossipLinks
 from dscluster.node.keylocks import KeyLocks
 from dscluster.node.migrator import Migrator
 from dscluster.node.service import StoreService
-from dscluster.node.slotindex import SlotIndexedDatastore
+from dscluster.node.slotindex import SlotIndexedDatastore, slot_indexed
 from dscluster.node.statefile import StateFile
 from dscluster.wire import messages as wm
 
@@ -129,10 +129,25 @@ def _make_core(me: str, settings: NodeSettings, state_file: StateFile) -> Cluste
 @asynccontextmanager
 async def run_data_node(host: HostHandle, datastore: Datastore,
                         settings: NodeSettings) -> AsyncIterator[DataNode]:
-    """Run a data node on ``host`` over ``datastore`` for the body of the block."""
+    """Run a data node on ``host`` over ``datastore`` for the body of the block.
+
+    The caller keeps ``datastore`` and closes it; an index store this opens
+    beside it (a flatfs's, node/slotindex.py) is closed here."""
+    indexed = slot_indexed(datastore)
+    opened_here = indexed is not datastore and indexed.index is not indexed.data
+    side_index = indexed.index if opened_here else None
+    try:
+        async with _run_data_node(host, indexed, settings) as node:
+            yield node
+    finally:
+        if side_index is not None:
+            await side_index.close()
+
+
+@asynccontextmanager
+async def _run_data_node(host: HostHandle, datastore: SlotIndexedDatastore,
+                         settings: NodeSettings) -> AsyncIterator[DataNode]:
     me = host.peer_id.to_base58()
-    if not isinstance(datastore, SlotIndexedDatastore):
-        datastore = SlotIndexedDatastore(datastore)
     await datastore.ensure_index()
     state_file = StateFile(settings.conf_dir)
     core = _make_core(me, settings, state_file)

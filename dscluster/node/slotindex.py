@@ -67,6 +67,21 @@ def check_user_key(key: str) -> None:
         raise BadKeyError(f"{key}: the namespace {RESERVED} is reserved for the node")
 
 
+def slot_indexed(ds: Datastore) -> SlotIndexedDatastore:
+    """``ds`` with its slot index: kept in ``ds`` itself, or, for a flatfs (which
+    takes block keys only), in a LevelDB beside it at ``PATH.slotindex``."""
+    if isinstance(ds, SlotIndexedDatastore):
+        return ds
+    from dscluster.datastore.flatfs import FlatfsDatastore
+
+    if isinstance(ds, FlatfsDatastore):
+        from dscluster.datastore.leveldb import LevelDatastore
+
+        return SlotIndexedDatastore(ds, LevelDatastore(ds.path + ".slotindex",
+                                                       sync=ds.sync_writes))
+    return SlotIndexedDatastore(ds)
+
+
 @dataclass(frozen=True)
 class _NotReserved:
     """Query filter hiding the node's own namespace."""
