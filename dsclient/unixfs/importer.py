@@ -57,6 +57,9 @@ HAMT_SHARDING_SIZE = 256 * 1024  # Kubo's default Internal.UnixFSShardingSizeThr
 BATCH_BYTES = 4 * 1024 * 1024  # chunks read and hashed per worker-thread call
 MAX_BATCH_CHUNKS = 1024
 THREAD_MIN_BYTES = 1024 * 1024  # below this, hashing inline is cheaper than a thread hop
+# Batches stored at once: while one waits for its slowest node, others are on the
+# wire. Memory: about (2 x STORE_WORKERS + 1) x BATCH_BYTES of chunks at most.
+STORE_WORKERS = 4
 
 Progress = Callable[[int], None]
 
@@ -351,10 +354,12 @@ async def run_import(
     body: Callable[[Importer], Awaitable[Child]],
 ) -> Child:
     """Run ``body`` with an Importer whose blocks are stored concurrently; wait for the last put."""
-    send, recv = trio.open_memory_channel[list[Block]](2)
+    send, recv = trio.open_memory_channel[list[Block]](STORE_WORKERS)
     with plain_errors():
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_store_blocks, store, recv)
+            async with recv:
+                for _ in range(STORE_WORKERS):
+                    nursery.start_soon(_store_blocks, store, recv.clone())
             async with send:
                 root = await body(Importer(store, opts, send, progress))
     logger.debug("imported %s (%d bytes)", root.cid, root.filesize)
