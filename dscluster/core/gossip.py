@@ -34,7 +34,7 @@ class GossipConfig:
     pfail_ticks: int = 5
     fail_window_ticks: int = 10
     retry_ticks: int = 3  # migration messages are retransmitted this often
-    batch_keys: int = 1024  # keys per MoveKeys (the migrator sends them in <= 4 MiB chunks)
+    batch_keys: int = 4096  # keys per MoveKeys (the migrator sends them in 1 MiB chunks)
     fanout: int = 0  # peers pinged per heartbeat (0: all); others still within pfail_ticks / 2
 
 

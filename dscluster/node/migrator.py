@@ -39,7 +39,7 @@ from dscluster.wire import messages as wm
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024  # values per Batch sent to the target (a frame holds 16 MiB)
-CHUNKS_IN_FLIGHT = 4  # Batches awaiting the target's answer at once
+CHUNKS_IN_FLIGHT = 8  # Batches awaiting the target's answer at once
 SendBatch = Callable[[str, wm.Batch], Awaitable[wm.Response]]  # (target peer, request)
 
 
