@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 import trio
@@ -46,6 +47,31 @@ class TestIndexedFlatfs(DatastoreSuite):
     @pytest.fixture
     def ds_factory(self, tmp_path):
         return OpenWith(lambda: open_flatfs(tmp_path), durable=True)
+
+
+async def test_mongo_keeps_the_index_in_its_collection(mongodb_uri):
+    """MongoDB's unordered bulk writes: the index is kept by ordered commits."""
+    from dscluster.datastore.mongo import MongoDatastore
+
+    ds = SlotIndexedDatastore(MongoDatastore(mongodb_uri, "dscluster-test",
+                                             f"slotindex-{uuid.uuid4().hex}"))
+    keys = [f"/m/{i}" for i in range(300)]
+    try:
+        batch = await ds.batch()
+        for k in keys:
+            batch.put(k, b"v")
+        await batch.commit()
+        for k in keys[:100]:
+            await ds.delete(k)
+        alive = keys[100:]
+        assert sorted(await ds.keys_in_slots(0, 16383, 1000)) == sorted(alive)
+        for slot, expected in list(_keys_by_slot(alive).items())[:50]:
+            assert await ds.keys_in_slots(slot, slot, 100) == sorted(expected)
+        results = await ds.query(Query(keys_only=True))
+        assert sorted([e.key async for e in results]) == sorted(alive)
+    finally:
+        await ds.data.drop()  # type: ignore[attr-defined]
+        await ds.close()
 
 
 def _keys_by_slot(keys: list[str]) -> dict[int, list[str]]:
