@@ -204,7 +204,7 @@ async def query_merged(children: Sequence[tuple[Mount, Query]], orders: Sequence
 
 
 async def merge_ordered(
-    heads: list[tuple[Mount, Results]], orders: tuple
+    heads: list[tuple[Mount, Results]], orders: Sequence
 ) -> AsyncIterator[Entry]:
     """Merge children's ordered answers into one ordered stream with full keys."""
     if len(heads) == 1:  # the common case: nothing to merge
