@@ -11,6 +11,7 @@ import trio
 from dscluster.core.slots import key_slot
 from dscluster.datastore import Key, MemoryDatastore, Query
 from dscluster.datastore.flatfs import FlatfsDatastore
+from dscluster.datastore.hybrid import HybridDatastore
 from dscluster.datastore.leveldb import LevelDatastore
 from dscluster.errors import BadKeyError, DatastoreClosedError
 from dscluster.node.slotindex import MARKER, SlotIndexedDatastore, index_key
@@ -24,6 +25,13 @@ def open_level(path: os.PathLike[str] | str) -> SlotIndexedDatastore:
 def open_flatfs(path: os.PathLike[str] | str) -> SlotIndexedDatastore:
     return SlotIndexedDatastore(FlatfsDatastore(os.path.join(path, "blocks"), sync=False),
                                 LevelDatastore(os.path.join(path, "index")))
+
+
+def open_hybrid(path: os.PathLike[str] | str) -> SlotIndexedDatastore:
+    """Block keys in flatfs, the index (not block keys) in the hybrid's LevelDB."""
+    return SlotIndexedDatastore(HybridDatastore(
+        FlatfsDatastore(os.path.join(path, "blocks"), sync=False),
+        LevelDatastore(os.path.join(path, "leveldb"))))
 
 
 class TestIndexedMemory(DatastoreSuite):
@@ -81,9 +89,10 @@ def _keys_by_slot(keys: list[str]) -> dict[int, list[str]]:
     return by_slot
 
 
-@pytest.mark.parametrize("opener", [open_level, open_flatfs], ids=["leveldb", "flatfs"])
+@pytest.mark.parametrize("opener", [open_level, open_flatfs, open_hybrid],
+                         ids=["leveldb", "flatfs", "hybrid"])
 async def test_slot_keys_follow_puts_overwrites_deletes_and_batches(tmp_path, opener):
-    block = opener is open_flatfs
+    block = opener is not open_level
     keys = [f"/CIQK{i:04d}" if block else f"/k/{i}" for i in range(600)]
     ds = opener(tmp_path)
     try:
