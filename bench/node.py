@@ -65,17 +65,21 @@ def _keys(form: str, n: int) -> list[str]:
     return [f"/meta/{i:06d}" for i in range(n)]
 
 
-async def _workload(ds: Datastore, keys: list[str], size: int, batch: int
-                    ) -> tuple[float, float]:
-    """Batched puts, then single gets; (puts/s, gets/s)."""
-    value = os.urandom(size)
+async def put_in_batches(ds: Datastore, keys: list[str], value: bytes, batch: int) -> float:
+    """Put ``value`` under every key, ``batch`` keys per datastore batch; keys/s."""
     start = time.perf_counter()
     for i in range(0, len(keys), batch):
         b = await ds.batch()
         for k in keys[i : i + batch]:
             b.put(k, value)
         await b.commit()
-    puts = len(keys) / (time.perf_counter() - start)
+    return len(keys) / (time.perf_counter() - start)
+
+
+async def _workload(ds: Datastore, keys: list[str], size: int, batch: int
+                    ) -> tuple[float, float]:
+    """Batched puts, then single gets; (puts/s, gets/s)."""
+    puts = await put_in_batches(ds, keys, os.urandom(size), batch)
     start = time.perf_counter()
     for k in keys:
         await ds.get(k)

@@ -24,22 +24,13 @@ from hashlib import sha256
 import trio
 
 from bench import report
+from bench.node import put_in_batches
 from dscluster.core.slots import SLOT_COUNT, key_slot
 from dscluster.datastore import Datastore, Query
 from dscluster.datastore.leveldb import LevelDatastore
 from dscluster.node.slotindex import SlotIndexedDatastore
 
 BATCH = 64
-
-
-async def _fill(ds: Datastore, keys: list[str], value: bytes) -> float:
-    started = time.perf_counter()
-    for i in range(0, len(keys), BATCH):
-        batch = await ds.batch()
-        for k in keys[i:i + BATCH]:
-            batch.put(k, value)
-        await batch.commit()
-    return len(keys) / (time.perf_counter() - started)
 
 
 async def _scan_for(ds: Datastore, slots: range) -> tuple[int, float]:
@@ -71,8 +62,8 @@ async def run(count: int, size: int) -> None:
         indexed = SlotIndexedDatastore(LevelDatastore(os.path.join(tmp, "indexed")))
         try:
             await indexed.ensure_index()
-            plain_rate = await _fill(plain, keys, value)
-            indexed_rate = await _fill(indexed, keys, value)
+            plain_rate = await put_in_batches(plain, keys, value, BATCH)
+            indexed_rate = await put_in_batches(indexed, keys, value, BATCH)
             print(f"writes, {count:,} keys of {size} B in {BATCH}-key batches: "
                   f"indexed {indexed_rate:,.0f} keys/s, plain {plain_rate:,.0f} keys/s "
                   f"({indexed_rate / plain_rate:.2f}x)")

@@ -12,12 +12,12 @@ the first listed key's slot, so later queries do not walk drained slots.
 
 MoveKeys moves its keys in chunks of at most CHUNK_BYTES of values, up to
 CHUNKS_IN_FLIGHT at once so the target stores one while the next is on the
-wire. Each chunk holds its keys' locks from reading the
-values until the local copies are deleted: read, send one Batch (ASKING) to
-the target over the store protocol, and only when every item is acknowledged
-delete the local copies in one batch. A listed key that is gone by then (deleted meanwhile,
-or an index entry a crash left without its key) is deleted too, which drops
-its index entry. A failed chunk deletes nothing of its own (earlier chunks
+wire. Each chunk holds its keys' locks from reading the values until the
+local copies are deleted: read, send one Batch (ASKING) to the target over
+the store protocol, and only when every item is acknowledged delete the
+local copies in one batch. A listed key that is gone by then (deleted
+meanwhile, or an index entry a crash left without its key) is deleted too,
+which drops its index entry. A failed chunk deletes nothing of its own (earlier chunks
 stay moved) and reports move_failed: the core lists again after its next tick.
 """
 
@@ -53,7 +53,6 @@ class Migrator:
         self._cursors: dict[int, list[list[int]]] = {}  # mid -> slot ranges that may hold keys
         self.moved: dict[int, int] = {}  # migration id -> keys moved so far
         self.moved_bytes: dict[int, int] = {}  # migration id -> value bytes moved so far
-        self.slot_queries = 0
 
     async def run(self, action: Action) -> None:
         if isinstance(action, ListKeys):
@@ -67,7 +66,6 @@ class Migrator:
         i = 0
         while i < len(ranges) and len(keys) < action.limit:
             first, last = ranges[i]
-            self.slot_queries += 1
             found = await self._ds.keys_in_slots(first, last, action.limit - len(keys))
             if not found:
                 del ranges[i]  # drained, for good: no key is born in a moving slot
