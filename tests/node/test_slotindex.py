@@ -11,11 +11,11 @@ import trio
 from dscluster.core.slots import key_slot
 from dscluster.datastore import Key, MemoryDatastore, Query
 from dscluster.datastore.flatfs import FlatfsDatastore
-from dscluster.datastore.hybrid import HybridDatastore
 from dscluster.datastore.leveldb import LevelDatastore
 from dscluster.errors import BadKeyError, DatastoreClosedError
 from dscluster.node.slotindex import MARKER, SlotIndexedDatastore, index_key
 from dscluster.testing.conformance import DatastoreSuite, OpenWith
+from tests.datastore.test_hybrid import open_hybrid
 
 
 def open_level(path: os.PathLike[str] | str) -> SlotIndexedDatastore:
@@ -27,11 +27,9 @@ def open_flatfs(path: os.PathLike[str] | str) -> SlotIndexedDatastore:
                                 LevelDatastore(os.path.join(path, "index")))
 
 
-def open_hybrid(path: os.PathLike[str] | str) -> SlotIndexedDatastore:
+def open_indexed_hybrid(path: os.PathLike[str] | str) -> SlotIndexedDatastore:
     """Block keys in flatfs, the index (not block keys) in the hybrid's LevelDB."""
-    return SlotIndexedDatastore(HybridDatastore(
-        FlatfsDatastore(os.path.join(path, "blocks"), sync=False),
-        LevelDatastore(os.path.join(path, "leveldb"))))
+    return SlotIndexedDatastore(open_hybrid(path))
 
 
 class TestIndexedMemory(DatastoreSuite):
@@ -89,7 +87,7 @@ def _keys_by_slot(keys: list[str]) -> dict[int, list[str]]:
     return by_slot
 
 
-@pytest.mark.parametrize("opener", [open_level, open_flatfs, open_hybrid],
+@pytest.mark.parametrize("opener", [open_level, open_flatfs, open_indexed_hybrid],
                          ids=["leveldb", "flatfs", "hybrid"])
 async def test_slot_keys_follow_puts_overwrites_deletes_and_batches(tmp_path, opener):
     block = opener is not open_level
