@@ -1,8 +1,10 @@
 """Raw py-libp2p baselines over loopback, two processes.
 
 What any ds-cluster figure should be read against: the same machine, the
-same run, bare libp2p streams (Noise + yamux, our host settings) without our
-framing, messages or datastores.
+same run, bare libp2p streams (Noise + yamux, our host's connection settings)
+without our framing, messages or datastores, and without our fixes to
+py-libp2p (dscluster/net/libp2p_fixes.py): py-libp2p as shipped. Run alone,
+it also measures the same with the fixes, side by side.
 
 - bulk: one stream, MB/s;
 - seq: 4 KiB request / 4 KiB response, one at a time on one open stream, req/s
@@ -19,11 +21,13 @@ and print ``Baseline.lines()`` beside their figures. Alone:
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import trio
 
@@ -202,8 +206,22 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure_baseline(server_addr: str, quick: bool = False, rpc: bool = True) -> Baseline:
-    """Measure against a server started by ``start_server`` (inside trio)."""
+async def measure_baseline(server_addr: str, quick: bool = False, rpc: bool = True,
+                           fixes: bool = False) -> Baseline:
+    """Measure against a server started by ``start_server`` (inside trio).
+
+    The measuring host runs in a child process, so that the figures are those
+    of py-libp2p as shipped (``fixes=False``) even when this process already
+    applied dscluster/net/libp2p_fixes.py (which is process-wide).
+    """
+    args = [sys.executable, "-m", "bench.p2p_baseline", "--measure", server_addr]
+    args += ["--quick"] if quick else []
+    args += [] if rpc else ["--no-rpc"]
+    done = await trio.run_process(args, capture_stdout=True, env=_env(fixes))
+    return Baseline(**json.loads(done.stdout.decode().splitlines()[-1]))
+
+
+async def _measure_here(server_addr: str, quick: bool, rpc: bool) -> Baseline:
     from dscluster.net.host import open_host, parse_peer_id
 
     peer_id = server_addr.rsplit("/p2p/", 1)[1]
@@ -229,11 +247,17 @@ async def measure_baseline(server_addr: str, quick: bool = False, rpc: bool = Tr
     )
 
 
-def start_server() -> tuple[subprocess.Popen[str], str]:
+def _env(fixes: bool) -> dict[str, str]:
+    from dscluster.net.libp2p_fixes import ENV_SWITCH
+
+    return {**os.environ, ENV_SWITCH: "1" if fixes else "0"}
+
+
+def start_server(fixes: bool = False) -> tuple[subprocess.Popen[str], str]:
     """Start the echo/sink/rpc server in a child process; returns it and its multiaddr."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.p2p_baseline", "--serve"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env(fixes),
     )
     assert proc.stdout is not None
     addr = proc.stdout.readline().strip()
@@ -253,11 +277,16 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def run_baseline(quick: bool = False, rpc: bool = True) -> Baseline:
-    """Start a server process, measure from this process, stop the server."""
-    proc, addr = start_server()
+def run_baseline(quick: bool = False, rpc: bool = True, fixes: bool = False) -> Baseline:
+    """Start a server process, measure from another, stop the server.
+
+    ``fixes=False`` (the baseline every bench compares with): py-libp2p as
+    shipped, with our host's connection settings; ``True``: with
+    dscluster/net/libp2p_fixes.py, as our nodes and clients run it.
+    """
+    proc, addr = start_server(fixes)
     try:
-        return trio.run(measure_baseline, addr, quick, rpc)
+        return trio.run(measure_baseline, addr, quick, rpc, fixes)
     finally:
         stop_server(proc)
 
@@ -266,12 +295,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a few seconds)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", metavar="ADDR", help=argparse.SUPPRESS)
+    parser.add_argument("--no-rpc", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         trio.run(_serve)
         return
-    for line in run_baseline(quick=args.quick).lines():
-        print(line)
+    if args.measure:
+        figures = trio.run(_measure_here, args.measure, args.quick, not args.no_rpc)
+        print(json.dumps(asdict(figures)))
+        return
+    shipped = run_baseline(quick=args.quick)
+    print("py-libp2p as shipped (the baseline of every bench):")
+    for line in shipped.lines():
+        print("  " + line)
+    fixed = run_baseline(quick=args.quick, fixes=True)
+    print("with dscluster/net/libp2p_fixes.py (read-ahead, go-yamux window updates):")
+    for line in fixed.lines():
+        print("  " + line)
+    print(f"fixes vs shipped: bulk {fixed.bulk_mb_s / shipped.bulk_mb_s:.2f}x, "
+          f"4 KiB req/resp {fixed.seq_req_s / shipped.seq_req_s:.2f}x, "
+          f"64-stream echo {fixed.concurrent_req_s / shipped.concurrent_req_s:.2f}x")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from dscluster.errors import ConfigError, UnavailableError
-from dscluster.net import pnet
+from dscluster.net import libp2p_fixes, pnet
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,7 @@ def peer_info_from_addrs(peer_id: str | ID, addrs: Sequence[str]) -> PeerInfo:
 
 
 def _build_host(identity: Identity, swarm_key: bytes | None) -> IHost:
+    libp2p_fixes.install()
     if swarm_key is not None:
         pnet.install()
     noise = NoiseTransport(identity.key_pair, noise_privkey=new_x25519_key_pair().private_key)
