@@ -7,7 +7,10 @@ ClusterClient in this process:
 
 - throughput: ``--tasks`` concurrent tasks each put ``--ops`` 4 KiB values,
   then get them all back (ops/s), beside the raw py-libp2p 64-stream 4 KiB
-  echo rate (bench.p2p_baseline, measured first in this run) and Redis
+  echo rate (bench.p2p_baseline, py-libp2p as shipped), in ``--rounds``
+  rounds that each measure the raw echo and then the cluster, so that both
+  sides of a ratio see the same moment of a noisy machine (medians reported,
+  every round printed); and beside Redis
   Cluster's redis-benchmark SET/GET (bench.redis_baseline, same run);
 - latency: single 4 KiB gets one after another (low load), p50/p99 beside
   the raw py-libp2p sequential round trip;
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 import trio
 
 from bench import report
+from bench.p2p_baseline import Baseline, measure_baseline, start_server, stop_server
 from dscluster.testing.cluster import ProcessCluster
 
 VALUE = 4096
@@ -51,8 +55,11 @@ CLIENT_RSS_LIMIT_MIB = 200
 
 @dataclass(frozen=True)
 class ClusterFigures:
-    put_ops: float
+    put_ops: float  # medians over the rounds
     get_ops: float
+    echo_req_s: float  # the raw 64-stream echo, median of the rounds between them
+    seq_p99_ms: float  # the raw sequential round trip's p99, median of the rounds
+    rounds: list[tuple[float, float, float]]  # (echo, put, get) of each round
     get_p50_ms: float
     get_p99_ms: float
     node_rss_mib: list[float]  # peak VmHWM: includes LevelDB's mmapped table files
@@ -133,7 +140,16 @@ async def single_gets(client, count: int) -> list[float]:
     return lat
 
 
-async def measure(tasks: int, ops: int, latency_count: int, mib: int
+async def raw_round() -> Baseline:
+    """The raw py-libp2p baseline (as shipped, two child processes), measured now."""
+    proc, addr = await trio.to_thread.run_sync(start_server)
+    try:
+        return await measure_baseline(addr, quick=True, rpc=False)
+    finally:
+        await trio.to_thread.run_sync(stop_server, proc)
+
+
+async def measure(tasks: int, ops: int, latency_count: int, mib: int, rounds: int
                   ) -> tuple[ClusterFigures, dict[str, float]]:
     from dsclient.client import open_cluster_client
 
@@ -148,7 +164,12 @@ async def measure(tasks: int, ops: int, latency_count: int, mib: int
                                                bootstrap=[pc.bootstrap_addr]) as client:
                     await single_gets_warmup(client)
                     sent_before = client.messages_sent
-                    put_ops, get_ops = await kv_load(client, tasks, ops)
+                    per_round: list[tuple[float, float, float]] = []
+                    raws: list[Baseline] = []
+                    for _ in range(rounds):  # interleaved: both sides see the same noise
+                        raws.append(await raw_round())
+                        per_round.append((raws[-1].concurrent_req_s,
+                                          *await kv_load(client, tasks, ops)))
                     messages = client.messages_sent - sent_before
                     lat = await single_gets(client, latency_count)
                 file_figures = await trio.to_thread.run_sync(
@@ -157,8 +178,11 @@ async def measure(tasks: int, ops: int, latency_count: int, mib: int
             node_rss = [peak_rss_mib(pid) for pid in pids]
             node_file = [rss_parts_mib(pid)[1] for pid in pids]
     figures = ClusterFigures(
-        put_ops, get_ops, statistics.median(lat) * 1e3, _percentile(lat, 0.99) * 1e3,
-        node_rss, anon, node_file, messages, 2 * tasks * ops)
+        statistics.median(r[1] for r in per_round), statistics.median(r[2] for r in per_round),
+        statistics.median(r[0] for r in per_round),
+        statistics.median(b.seq_p99_ms for b in raws), per_round,
+        statistics.median(lat) * 1e3, _percentile(lat, 0.99) * 1e3,
+        node_rss, anon, node_file, messages, 2 * tasks * ops * rounds)
     return figures, file_figures
 
 
@@ -232,6 +256,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=64, help="concurrent client tasks")
     parser.add_argument("--ops", type=int, default=200, help="puts (then gets) per task")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="raw echo then put/get load, this many times; medians reported")
     parser.add_argument("--latency-count", type=int, default=1000, help="single gets timed")
     parser.add_argument("--mib", type=int, default=256,
                         help="file size for the client RSS check (target stated for 1024)")
@@ -243,20 +269,23 @@ def main() -> None:
         return
 
     from bench import redis_baseline
-    from bench.p2p_baseline import run_baseline
 
-    raw = report.memo("p2p", lambda: run_baseline(quick=True, rpc=False))  # a few seconds
     redis = None if args.no_redis else redis_baseline.measured()
-    figures, files = trio.run(measure, args.tasks, args.ops, args.latency_count, args.mib)
+    figures, files = trio.run(measure, args.tasks, args.ops, args.latency_count, args.mib,
+                              args.rounds)
     mb = args.mib * MiB / 1e6
 
-    print(f"raw py-libp2p: 4 KiB echo, {raw.concurrency} streams {raw.concurrent_req_s:9,.0f} "
-          f"req/s; sequential round trip p50 {raw.seq_p50_ms:.3f} ms, p99 {raw.seq_p99_ms:.3f} ms")
+    for i, (echo, put, get) in enumerate(figures.rounds, 1):
+        print(f"round {i}: raw py-libp2p 4 KiB echo, 64 streams {echo:7,.0f} req/s; cluster "
+              f"put {put:7,.0f} ops/s ({put / echo:.2f}x), get {get:7,.0f} ops/s "
+              f"({get / echo:.2f}x)")
+    print(f"raw py-libp2p: 4 KiB echo, 64 streams {figures.echo_req_s:9,.0f} req/s (median); "
+          f"sequential round trip p99 {figures.seq_p99_ms:.3f} ms (median)")
     if redis is not None:
         print(f"redis cluster: 4 KiB SET {redis.set_ops:,.0f} ops/s, GET {redis.get_ops:,.0f} "
               "ops/s")
     print(f"cluster, {args.tasks} tasks: 4 KiB put {figures.put_ops:9,.0f} ops/s, get "
-          f"{figures.get_ops:9,.0f} ops/s ({figures.ops} ops in {figures.messages} messages, "
+          f"{figures.get_ops:9,.0f} ops/s (medians; {figures.ops} ops in {figures.messages} messages, "
           f"{figures.ops / max(1, figures.messages):.1f} ops/message)")
     print(f"cluster single get: p50 {figures.get_p50_ms:.3f} ms, p99 {figures.get_p99_ms:.3f} ms")
     print("node peak anonymous RSS: " + ", ".join(f"{r:.0f} MiB" for r in figures.node_anon_mib)
@@ -268,7 +297,7 @@ def main() -> None:
           f"{files['add_rss_mib']:.0f} MiB, after add+cat "
           f"{files['peak_rss_mib']:.0f} MiB")
 
-    conc = raw.concurrent_req_s
+    conc = figures.echo_req_s
     report.record(f"cluster: 4 KiB put, {args.tasks} tasks", figures.put_ops, "ops/s", conc, 3,
                   baseline_name="raw 64-stream")
     report.record(f"cluster: 4 KiB get, {args.tasks} tasks", figures.get_ops, "ops/s", conc, 3,
@@ -278,7 +307,7 @@ def main() -> None:
                       redis.set_ops, 0.25, baseline_name="redis SET")
         report.record("cluster: 4 KiB get vs Redis GET", figures.get_ops, "ops/s",
                       redis.get_ops, 0.25, baseline_name="redis GET")
-    report.record("cluster: single 4 KiB get p99", figures.get_p99_ms, "ms", raw.seq_p99_ms, 3,
+    report.record("cluster: single 4 KiB get p99", figures.get_p99_ms, "ms", figures.seq_p99_ms, 3,
                   baseline_name="raw p99", lower_is_better=True)
     report.record("cluster: node peak anonymous RSS (largest of 3)", max(figures.node_anon_mib),
                   "MiB", NODE_RSS_LIMIT_MIB, 1, baseline_name="limit", lower_is_better=True)
