@@ -18,7 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -152,8 +152,10 @@ class ProcessCluster:
 
     def __init__(self, base_dir: str | os.PathLike[str], n: int = 3, *,
                  datastore: str = "leveldb", tick: float = 0.2,
-                 extra_args: Sequence[str] = (), admin_client: bool = False) -> None:
+                 extra_args: Sequence[str] = (), admin_client: bool = False,
+                 env: Mapping[str, str] | None = None) -> None:
         self.base = os.fspath(base_dir)
+        self.env = {**os.environ, **env} if env else None  # the daemons' environment
         self.admin_client = admin_client  # the client identity is also a cluster admin
         self.n = n
         self.datastore = datastore
@@ -222,7 +224,8 @@ class ProcessCluster:
                 f.write(f"{self.client_identity.peer_id_str}\n")
         out_path = os.path.join(self.base, f"n{i}.out")
         with open(out_path, "wb") as out, open(self.log_path(i), "ab") as err:
-            self.procs[i] = subprocess.Popen(self.command(i), stdout=out, stderr=err)
+            self.procs[i] = subprocess.Popen(self.command(i), stdout=out, stderr=err,
+                                             env=self.env)
         with trio.fail_after(timeout):
             while True:
                 with open(out_path, encoding="utf-8", errors="replace") as f:
