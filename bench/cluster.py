@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import trio
 
 from bench import report
-from bench.p2p_baseline import Baseline, measure_baseline, start_server, stop_server
+from bench.p2p_baseline import Baseline, measure_now
 from dscluster.testing.cluster import ProcessCluster
 
 VALUE = 4096
@@ -140,15 +140,6 @@ async def single_gets(client, count: int) -> list[float]:
     return lat
 
 
-async def raw_round() -> Baseline:
-    """The raw py-libp2p baseline (as shipped, two child processes), measured now."""
-    proc, addr = await trio.to_thread.run_sync(start_server)
-    try:
-        return await measure_baseline(addr, quick=True, rpc=False)
-    finally:
-        await trio.to_thread.run_sync(stop_server, proc)
-
-
 async def measure(tasks: int, ops: int, latency_count: int, mib: int, rounds: int
                   ) -> tuple[ClusterFigures, dict[str, float]]:
     from dsclient.client import open_cluster_client
@@ -167,7 +158,7 @@ async def measure(tasks: int, ops: int, latency_count: int, mib: int, rounds: in
                     per_round: list[tuple[float, float, float]] = []
                     raws: list[Baseline] = []
                     for _ in range(rounds):  # interleaved: both sides see the same noise
-                        raws.append(await raw_round())
+                        raws.append(await measure_now(quick=True, rpc=False))
                         per_round.append((raws[-1].concurrent_req_s,
                                           *await kv_load(client, tasks, ops)))
                     messages = client.messages_sent - sent_before

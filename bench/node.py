@@ -33,7 +33,7 @@ from collections.abc import Callable
 import trio
 
 from bench import report
-from bench.p2p_baseline import Baseline, measure_baseline, start_server, stop_server
+from bench.p2p_baseline import Baseline, measure_now
 from dscluster.datastore import Datastore
 
 KIB = 1024
@@ -149,13 +149,12 @@ async def _drive(client: Datastore, tasks: int, per_task: int, op: str) -> tuple
     return tasks * per_task / (time.perf_counter() - start), latencies
 
 
-async def bench_cluster(tasks: int, per_task: int, datastore: str, baseline_addr: str,
-                        quick: bool) -> None:
+async def bench_cluster(tasks: int, per_task: int, datastore: str, quick: bool) -> None:
     from dsclient.client import open_cluster_client
     from dscluster.testing.cluster import ProcessCluster
 
     with tempfile.TemporaryDirectory(prefix="bench-node-") as base, trio.fail_after(110):
-        baseline: Baseline = await measure_baseline(baseline_addr, quick=True, rpc=False)
+        baseline: Baseline = await measure_now(quick=True, rpc=False)
         async with ProcessCluster(base, 3, datastore=datastore) as cluster, \
                 open_cluster_client(cluster.client_identity,
                                     bootstrap=[cluster.bootstrap_addr]) as client:
@@ -191,12 +190,8 @@ def main() -> None:
     if args.part in ("datastores", "all"):
         trio.run(bench_datastores, args.batch, args.quick)
     if args.part in ("cluster", "all"):
-        proc, addr = start_server()
-        try:
-            trio.run(bench_cluster, args.tasks, args.ops or (20 if args.quick else 40),
-                     args.datastore, addr, args.quick)
-        finally:
-            stop_server(proc)
+        trio.run(bench_cluster, args.tasks, args.ops or (20 if args.quick else 40),
+                 args.datastore, args.quick)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ it also measures the same with the fixes, side by side.
 - rpc (ours, for comparison): 4 KiB Get over dscluster.net.rpc, sequential and
   64 in flight on one pipelined stream.
 
-Other benches import ``run_baseline()`` (or ``measure_baseline`` inside trio)
+Other benches import ``run_baseline()`` (or ``measure_now`` inside trio)
 and print ``Baseline.lines()`` beside their figures. Alone:
 ``python -m bench.p2p_baseline [--quick]``.
 """
@@ -277,18 +277,23 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def run_baseline(quick: bool = False, rpc: bool = True, fixes: bool = False) -> Baseline:
-    """Start a server process, measure from another, stop the server.
+async def measure_now(quick: bool = False, rpc: bool = True, fixes: bool = False) -> Baseline:
+    """Start a server process, measure from another, stop the server (inside trio).
 
     ``fixes=False`` (the baseline every bench compares with): py-libp2p as
     shipped, with our host's connection settings; ``True``: with
     dscluster/net/libp2p_fixes.py, as our nodes and clients run it.
     """
-    proc, addr = start_server(fixes)
+    proc, addr = await trio.to_thread.run_sync(start_server, fixes)
     try:
-        return trio.run(measure_baseline, addr, quick, rpc, fixes)
+        return await measure_baseline(addr, quick, rpc, fixes)
     finally:
-        stop_server(proc)
+        await trio.to_thread.run_sync(stop_server, proc)
+
+
+def run_baseline(quick: bool = False, rpc: bool = True, fixes: bool = False) -> Baseline:
+    """``measure_now`` outside trio."""
+    return trio.run(measure_now, quick, rpc, fixes)
 
 
 def main() -> None:
