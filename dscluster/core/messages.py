@@ -20,6 +20,7 @@ the source so stale retransmissions are recognised.
 from __future__ import annotations
 
 import functools
+import io
 import typing
 from dataclasses import dataclass, fields
 from itertools import repeat
@@ -185,11 +186,16 @@ def _wire_fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
 
 
 def decode(data: bytes) -> Message:
-    """Decode one message; raises ProtocolError on anything malformed."""
+    """Decode one message; raises ProtocolError on anything malformed, also on
+    bytes after the message's CBOR item (a frame holds exactly one message;
+    unknown map keys inside the message are ignored, for rolling upgrades)."""
+    fp = io.BytesIO(data)  # loads ignores trailing bytes; the reader's tell does not
     try:
-        obj = cbor2.loads(data)
+        obj = cbor2.CBORDecoder(fp, read_size=max(len(data), 1)).decode()
     except Exception as exc:  # cbor2 raises several unrelated types on garbage
         raise ProtocolError(f"message is not valid CBOR: {exc}") from exc
+    if fp.tell() != len(data):
+        raise ProtocolError(f"{len(data) - fp.tell()} bytes after the message in its frame")
     if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
         raise ProtocolError("message must be a map with a type tag")
     cls = MESSAGE_TYPES.get(obj["t"])

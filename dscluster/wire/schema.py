@@ -15,13 +15,14 @@ Supported annotations: ``int`` (64-bit signed, never a bool), ``bool``,
 (at most MAX_ITEMS), fixed ``tuple[A, B]`` and registered structs. Trailing
 fields that have defaults may be omitted on the wire; anything else that does
 not fit (unknown tag, wrong type, missing or extra field, oversized string,
-undecodable CBOR) raises ``ProtocolError`` from ``decode`` and nothing else.
+undecodable CBOR, bytes after the message's CBOR item) raises ``ProtocolError`` from ``decode`` and nothing else.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import io
 import types
 import typing
 from collections.abc import Callable
@@ -303,12 +304,29 @@ def encode(msg: Message) -> bytes:
     return msg.encode()
 
 
-def decode(payload: bytes) -> Message:
-    """The message in one frame's payload; ProtocolError on anything malformed."""
+def loads_one(payload: bytes) -> Any:
+    """The one CBOR item that is the whole of ``payload``.
+
+    ``cbor2.loads`` ignores bytes after the first item; a frame holds exactly
+    one message, so bytes past it are a ProtocolError. A seekable reader with
+    ``read_size`` the whole payload reads it at once (as ``loads`` does) and is
+    left just past the item, which ``tell`` reports.
+    """
+    fp = io.BytesIO(payload)
     try:
-        raw = cbor2.loads(payload)
+        raw = cbor2.CBORDecoder(fp, read_size=max(len(payload), 1)).decode()
     except Exception as exc:  # cbor2 raises CBORDecodeError, ValueError, RecursionError...
         raise ProtocolError(f"undecodable CBOR: {exc}") from None
+    end = fp.tell()
+    if end != len(payload):
+        raise ProtocolError(f"{len(payload) - end} bytes after the message in its frame")
+    return raw
+
+
+def decode(payload: bytes) -> Message:
+    """The message in one frame's payload; ProtocolError on anything malformed
+    (also on bytes after the message: a frame holds exactly one)."""
+    raw = loads_one(payload)
     if type(raw) is not list or not raw:
         _fail("a message is a non-empty array", raw)
     tag = raw[0]
