@@ -12,7 +12,9 @@ Loading validates everything up front and raises ``ConfigError`` naming the
 file and the field (``config.json: nodes[1].slots: ...``). A node's ``slots``
 is go-ds-cluster's single ``{"start": a, "end": b}`` or our list of such
 ranges (a node owns several after a rebalance); both load as normalized
-inclusive ranges and save back as a single object when there is one range.
+inclusive ranges (adjacent ones merged; overlapping ones are a ConfigError
+naming the node and both ranges) and save back as a single object when there
+is one range.
 Files holding keys or secrets are written 0600, atomically (temp + rename).
 """
 
@@ -166,16 +168,29 @@ def _identity(f: _Fields) -> IdentityConfig:
     return IdentityConfig(peer_id, sk)
 
 
-def _slots(source: str, where: str, raw: Any) -> tuple[Range, ...]:
+def _slots(source: str, where: str, raw: Any, node_id: str = "") -> tuple[Range, ...]:
     items = raw if isinstance(raw, list) else [raw]
     ranges = []
     for item in items:
         f = _Fields(source, item, where)
         ranges.append((f.get("start", int), f.get("end", int)))
     try:
-        return normalize_ranges(ranges)
+        normalized = normalize_ranges(ranges)
     except ValueError as exc:
         raise ConfigError(f"{source}: {where}: {exc} (slots are 0..{SLOT_COUNT - 1})") from None
+    overlap = _overlap(ranges)
+    if overlap is not None:  # adjacent ranges merge; overlapping ones are a mistake
+        (a, b), (c, d) = overlap
+        node = f"node {node_id}: " if node_id else ""
+        raise ConfigError(f"{source}: {where}: {node}slot ranges {a}-{b} and {c}-{d} overlap")
+    return normalized
+
+
+def _overlap(ranges: list[Range]) -> tuple[Range, Range] | None:
+    """The first two of ``ranges`` (valid inclusive ranges) sharing a slot, else None."""
+    ordered = sorted(ranges)  # if any two overlap, two neighbours in start order do
+    return next(((r, s) for r, s in zip(ordered, ordered[1:], strict=False) if s[0] <= r[1]),
+                None)
 
 
 def _nodes(f: _Fields) -> tuple[NodeEntry, ...]:
@@ -188,7 +203,7 @@ def _nodes(f: _Fields) -> tuple[NodeEntry, ...]:
             parse_peer_id(node_id)
         except ConfigError as exc:
             nf.fail(str(exc), "id")
-        slots = _slots(f.source, f"{where}.slots", nf.get("slots", (dict, list)))
+        slots = _slots(f.source, f"{where}.slots", nf.get("slots", (dict, list)), node_id)
         for start, end in slots:
             for s in range(start, end + 1):
                 if s in owner:

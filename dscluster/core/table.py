@@ -481,6 +481,10 @@ def _config_node(entry: Any) -> tuple[str, list[tuple[int, int, int]], tuple[str
         except ValueError as exc:
             raise ConfigError(f"node {node_id}: {exc}") from exc
         ranges.append((start, end, epoch))
+    ordered = sorted(ranges)
+    for (a, b, _), (c, d, _) in zip(ordered, ordered[1:], strict=False):
+        if c <= b:  # normalize_ranges would merge them silently
+            raise ConfigError(f"node {node_id}: slot ranges {a}-{b} and {c}-{d} overlap")
     swarm = entry.get("swarm", [])
     if isinstance(swarm, str):
         swarm = [swarm] if swarm else []

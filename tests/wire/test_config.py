@@ -168,3 +168,45 @@ def test_private_file_replaces_atomically_and_join_secret(tmp_path):
     target.write_text("  \n")
     with pytest.raises(ConfigError, match="empty"):
         read_join_secret(cfg, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("ranges", "named"),
+    [
+        ([{"start": 0, "end": 150}, {"start": 100, "end": 200}], "0-150 and 100-200"),
+        ([{"start": 100, "end": 200}, {"start": 0, "end": 150}], "0-150 and 100-200"),
+        ([{"start": 0, "end": 200}, {"start": 0, "end": 200}], "0-200 and 0-200"),
+        ([{"start": 0, "end": 500}, {"start": 600, "end": 700}, {"start": 10, "end": 20}],
+         "0-500 and 10-20"),
+        ([{"start": 0, "end": 100}, {"start": 100, "end": 200}], "0-100 and 100-200"),
+    ],
+)
+def test_overlapping_slot_ranges_of_one_node_are_an_error(tmp_path, ranges, named):
+    """Issue 14: they used to merge silently; adjacent ranges still merge (test above)."""
+    cfg = _node_cfg()
+    doc = node_config_json(cfg)
+    doc["nodes"][0]["slots"] = ranges
+    doc["nodes"][1]["slots"] = {"start": 701, "end": 16383}
+    (tmp_path / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ConfigError) as err:
+        load_node_config(tmp_path)
+    node = cfg.nodes[0].id
+    assert str(err.value) == (f"{tmp_path / 'config.json'}: nodes[0].slots: node {node}: "
+                              f"slot ranges {named} overlap")
+    with pytest.raises(ConfigError) as err:
+        load_client_config(tmp_path)
+    assert f"node {node}: slot ranges {named} overlap" in str(err.value)
+
+
+def test_slot_table_from_config_names_the_node_and_its_overlapping_ranges():
+    from dscluster.core.table import SlotTable
+
+    a, b = IdentityConfig.generate().peer_id, IdentityConfig.generate().peer_id
+    nodes = [{"id": a, "slots": [{"start": 0, "end": 9000}, {"start": 8000, "end": 8191}]},
+             {"id": b, "slots": {"start": 9001, "end": 16383}}]
+    with pytest.raises(ConfigError, match=f"^node {a}: slot ranges 0-9000 and 8000-8191 overlap$"):
+        SlotTable.from_config(nodes)
+    # adjacent ranges of one node, and one range per node, still load
+    nodes[0]["slots"] = [{"start": 0, "end": 8191}, {"start": 8192, "end": 9000}]
+    table = SlotTable.from_config(nodes)
+    assert table.owner(9000) == a and table.owner(9001) == b
