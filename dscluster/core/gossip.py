@@ -6,11 +6,14 @@ Every `heartbeat_ticks` a node pings every other data node (and, until it
 knows the table, its seeds). In a large cluster `fanout` limits this, as in
 Redis, to a few peers chosen at random (the injected random.Random) plus any
 peer not pinged for half the PFAIL timeout. A Ping carries the table digest (a hash per
-bucket of 256 slots and one for the membership); when digests agree that is
-all that travels. The receiver answers with a Pong carrying its own digest
-plus its claims in the buckets that differed; the pinger merges them and
-pushes back (TableDelta) whatever it still holds newer. One round trip
-converges two nodes, since merge is a per-slot max (table.py).
+bucket of 256 slots, one for the membership and one for the client roles);
+when digests agree that is all that travels. The receiver answers with a Pong
+carrying its own digest plus its claims in the buckets that differed (and its
+membership or its client entries, tombstones included, when those hashes
+differed); the pinger merges them and pushes back (TableDelta) whatever it
+still holds newer. One round trip converges two nodes, since merge is a
+per-slot, per-node and per-client max (table.py): a node that was down
+catches up on roles it missed in its first exchange after coming back.
 
 Failure detection follows Redis. Any message from a peer counts as a
 heartbeat. A peer not heard from for more than `pfail_ticks` is PFAIL

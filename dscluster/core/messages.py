@@ -7,12 +7,15 @@ tuples of those, slot-table runs or NodeInfo entries. `encode` writes a CBOR
 map ``{"t": <type tag>, <field>: <value>, ...}``; `decode` checks the tag and
 every field against the dataclass's type hints and raises ProtocolError (never
 anything else) on garbage, so the daemon can hand received bytes straight to
-`decode` and drop a peer that sends rubbish.
+`decode` and drop a peer that sends rubbish. Unknown fields are ignored and
+absent optional fields take their defaults, so a node that predates a field
+(the client roles' `roles` and `clients`) still talks to one that has it.
 
-Gossip: Ping carries a digest (one hash per slot bucket plus one for the
-membership), the sender's suspicions (PFAIL) and the nodes it believes FAIL;
-Pong answers with the same plus the runs and nodes of the buckets that differed;
-TableDelta pushes runs and nodes. Migration: MigrateBegin / MigrateBeginAck /
+Gossip: Ping carries a digest (one hash per slot bucket, one for the
+membership and one for the client roles), the sender's suspicions (PFAIL) and
+the nodes it believes FAIL; Pong answers with the same plus the runs of the
+buckets that differed, and the nodes or the client entries when their hash
+differed; TableDelta pushes runs, nodes and client entries. Migration: MigrateBegin / MigrateBeginAck /
 MigrateAbort / Handoff / HandoffAck, all carrying the migration id chosen by
 the source so stale retransmissions are recognised.
 """
@@ -28,7 +31,7 @@ from typing import Any, ClassVar
 
 import cbor2
 
-from dscluster.core.table import NodeInfo, Run, decode_runs
+from dscluster.core.table import ClientInfo, NodeInfo, Run, decode_runs
 from dscluster.errors import ProtocolError
 
 
@@ -40,6 +43,7 @@ class Ping:
     epoch: int  # the sender's current epoch
     suspects: tuple[str, ...] = ()  # peers the sender holds PFAIL
     failed: tuple[str, ...] = ()  # peers the sender holds FAIL
+    roles: bytes = b""  # the hash of the sender's client entries (b"": none)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Pong:
     failed: tuple[str, ...] = ()
     runs: tuple[Run, ...] = ()  # our claims in the buckets that differed from the Ping
     nodes: tuple[NodeInfo, ...] = ()  # our membership, when it differed
+    clients: tuple[ClientInfo, ...] = ()  # our client entries, when their hash differed
+    roles: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class TableDelta:
     TAG: ClassVar[str] = "delta"
     runs: tuple[Run, ...] = ()
     nodes: tuple[NodeInfo, ...] = ()
+    clients: tuple[ClientInfo, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,14 +121,14 @@ MESSAGE_TYPES: dict[str, type] = {
 
 
 def encode(msg: Message) -> bytes:
-    # cbor2 writes tuples as arrays, exactly as lists, so only NodeInfo entries (the
-    # `nodes` fields) need converting.
+    # cbor2 writes tuples as arrays, exactly as lists, so only NodeInfo and ClientInfo
+    # entries (the `nodes` and `clients` fields) need converting.
     obj: dict[str, Any] = {"t": msg.TAG}
     cls: type = type(msg)
-    node_fields = _node_fields(cls)
+    entry_fields = _entry_fields(cls)
     for name in _field_names(cls):
         value = getattr(msg, name)
-        obj[name] = [n.to_obj() for n in value] if name in node_fields else value
+        obj[name] = [n.to_obj() for n in value] if name in entry_fields else value
     return cbor2.dumps(obj)
 
 
@@ -131,9 +138,10 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 
 @functools.cache
-def _node_fields(cls: type) -> frozenset[str]:
-    """Fields holding a tuple of NodeInfo (no message has a NodeInfo anywhere else)."""
-    return frozenset(name for name, hint in _hints(cls).items() if hint == tuple[NodeInfo, ...])
+def _entry_fields(cls: type) -> frozenset[str]:
+    """Fields holding a tuple of NodeInfo or ClientInfo (they appear nowhere else)."""
+    return frozenset(name for name, hint in _hints(cls).items()
+                     if hint in (tuple[NodeInfo, ...], tuple[ClientInfo, ...]))
 
 
 def _from_wire(value: Any, hint: Any, name: str) -> Any:
@@ -147,6 +155,8 @@ def _from_wire(value: Any, hint: Any, name: str) -> Any:
         return value
     if hint is NodeInfo:
         return NodeInfo.from_obj(value)
+    if hint is ClientInfo:
+        return ClientInfo.from_obj(value)
     args = _tuple_args(hint)
     if args == _RUNS:
         return tuple(decode_runs(value))

@@ -7,8 +7,9 @@ The daemon feeds the core three kinds of input and carries out its output:
   inputs   step(sender, msg)   a message from a peer (decoded by messages.decode)
            tick()              one unit of time passed (the core reads no clock)
            admin calls         start_migration, abort_migration, add_member,
-                               remove_member, and the outcomes of data actions:
-                               keys_listed, keys_moved, move_failed
+                               remove_member, set_client, revoke_client,
+                               merge_clients, and the outcomes of data
+                               actions: keys_listed, keys_moved, move_failed
   queries  route(key, exists_locally=, asking=) -> Serve | Ask | Moved
            accepts_import(key, source), liveness(peer), table, migrations
   output   ready() -> Ready(state, messages, actions), then advance(ready)
@@ -63,7 +64,17 @@ from dscluster.core.messages import (
 from dscluster.core.migration import Event, Migration, Phase
 from dscluster.core.routing import Decision, decide
 from dscluster.core.slots import SlotSet, key_slot
-from dscluster.core.table import BUCKET_SIZE, NodeInfo, NodeRole, Run, SlotTable, TableDigest
+from dscluster.core.table import (
+    BUCKET_SIZE,
+    ClientInfo,
+    ClientRole,
+    NodeInfo,
+    NodeRole,
+    Run,
+    SlotTable,
+    TableDigest,
+    next_version,
+)
 from dscluster.errors import BadRequestError, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -239,8 +250,9 @@ class ClusterCore:
     def _peers(self) -> list[str]:
         return [n for n in self._table.data_nodes() if n != self.me]
 
-    def _broadcast_runs(self, runs: list[Run], nodes: Iterable[NodeInfo] = ()) -> None:
-        msg = TableDelta(tuple(runs), tuple(nodes))
+    def _broadcast_runs(self, runs: list[Run], nodes: Iterable[NodeInfo] = (),
+                        clients: Iterable[ClientInfo] = ()) -> None:
+        msg = TableDelta(tuple(runs), tuple(nodes), tuple(clients))
         for peer in self._peers():
             self._send(peer, msg)
 
@@ -253,7 +265,8 @@ class ClusterCore:
         self._broadcast_runs([], [node])
         if peer != self.me:
             self._send(peer, TableDelta(tuple(self._table.runs()),
-                                        tuple(self._table.nodes.values())))
+                                        tuple(self._table.nodes.values()),
+                                        tuple(self._table.clients.values())))
 
     def remove_member(self, peer: str) -> None:
         old = self._table.nodes.get(peer)
@@ -266,6 +279,38 @@ class ClusterCore:
         self._table.merge_nodes([node])
         self._dirty = True
         self._fd.watch(self._peers())
+
+    # -- client roles ------------------------------------------------------------------
+
+    def set_client(self, peer: str, role: ClientRole, *, now_ms: int = 0) -> ClientInfo:
+        """Publish ``role`` (NONE: a tombstone) for a client peer; returns the new entry.
+
+        Its version is above the entry it replaces and not below ``now_ms`` (the
+        caller's clock, milliseconds; the core reads none), so it wins here at once
+        and everywhere over entries made earlier. Members are refused: their role is
+        the table's membership."""
+        if peer in self._table.nodes:
+            raise BadRequestError(f"{peer} is a cluster member: its role is the table's")
+        entry = ClientInfo(peer, role, next_version(self._table.clients.get(peer), now_ms))
+        self._table.merge_clients([entry])
+        self._dirty = True
+        self._broadcast_runs([], [], [entry])
+        return entry
+
+    def revoke_client(self, peer: str, only: ClientRole | None = None, *,
+                      now_ms: int = 0) -> ClientInfo | None:
+        """Tombstone ``peer``'s role (only if it is ``only``, when named); None if it had none."""
+        held = self._table.client_role(peer)
+        if held is None or (only is not None and held is not only):
+            return None
+        return self.set_client(peer, ClientRole.NONE, now_ms=now_ms)
+
+    def merge_clients(self, entries: Iterable[ClientInfo]) -> bool:
+        """Merge client entries made elsewhere (seeds); gossip spreads what changed."""
+        if not self._table.merge_clients(entries):
+            return False
+        self._dirty = True
+        return True
 
     # -- time --------------------------------------------------------------------------
 
@@ -287,7 +332,7 @@ class ClusterCore:
         for peer in newly:
             log.warning("%s: peer %s is FAIL", self.me, peer)
         ping = Ping(digest.buckets, digest.members, self._epoch,
-                    self._fd.suspects(), self._fd.failed())
+                    self._fd.suspects(), self._fd.failed(), digest.roles)
         targets = peers if self._table.is_complete() and peers else sorted(set(peers) | set(self._seeds))
         fanout = self._cfg.fanout
         if fanout and len(targets) > fanout:
@@ -396,7 +441,7 @@ class ClusterCore:
             case Pong():
                 self._on_pong(sender, msg)
             case TableDelta():
-                self._merge(msg.runs, msg.nodes)
+                self._merge(msg.runs, msg.nodes, msg.clients)
             case MigrateBegin():
                 self._on_migrate_begin(sender, msg)
             case MigrateBeginAck():
@@ -410,9 +455,12 @@ class ClusterCore:
             case _:
                 raise ProtocolError(f"unexpected message {type(msg).__name__}")
 
-    def _merge(self, runs: Sequence[Run], nodes: Sequence[NodeInfo]) -> None:
+    def _merge(self, runs: Sequence[Run], nodes: Sequence[NodeInfo],
+               clients: Sequence[ClientInfo] = ()) -> None:
         result = self._table.merge_runs(runs, self.me)
         nodes_changed = self._table.merge_nodes(nodes)
+        if self._table.merge_clients(clients):
+            self._dirty = True
         if result.lost:
             # Redis's configEpoch collision rule: the loser moves to a fresh epoch.
             log.warning("%s: lost %d slots in an epoch collision", self.me, len(result.lost))
@@ -436,29 +484,34 @@ class ClusterCore:
                 del self._out[mid]
                 self._dirty = True
 
-    def _gossip_reply(self, sender: str, msg: Ping | Pong) -> tuple[list[Run], list[NodeInfo]]:
+    def _gossip_reply(self, sender: str, msg: Ping | Pong
+                      ) -> tuple[list[Run], list[NodeInfo], list[ClientInfo]]:
         self._fd.on_report(sender, msg.suspects, msg.failed)
-        digest = TableDigest(msg.buckets, msg.members)
+        digest = TableDigest(msg.buckets, msg.members, msg.roles)
         if len(digest.buckets) != len(self._table.digest().buckets):
             raise ProtocolError("digest has the wrong number of buckets")
         runs = self._table.runs(self._table.differing_buckets(digest))
         nodes = (list(self._table.nodes.values())
                  if digest.members != self._table.members_hash() else [])
-        return runs, nodes
+        # Tombstones travel too: a peer that missed a removal must learn it.
+        clients = (list(self._table.clients.values())
+                   if digest.roles != self._table.roles_hash() else [])
+        return runs, nodes, clients
 
     def _on_ping(self, sender: str, msg: Ping) -> None:
         self._epoch = max(self._epoch, msg.epoch)
-        runs, nodes = self._gossip_reply(sender, msg)
+        runs, nodes, clients = self._gossip_reply(sender, msg)
         digest = self._table.digest()
         self._send(sender, Pong(digest.buckets, digest.members, self._epoch, self._fd.suspects(),
-                                self._fd.failed(), tuple(runs), tuple(nodes)))
+                                self._fd.failed(), tuple(runs), tuple(nodes), tuple(clients),
+                                digest.roles))
 
     def _on_pong(self, sender: str, msg: Pong) -> None:
         self._epoch = max(self._epoch, msg.epoch)
-        self._merge(msg.runs, msg.nodes)
-        runs, nodes = self._gossip_reply(sender, msg)
-        if runs or nodes:  # we hold something newer: push it back
-            self._send(sender, TableDelta(tuple(runs), tuple(nodes)))
+        self._merge(msg.runs, msg.nodes, msg.clients)
+        runs, nodes, clients = self._gossip_reply(sender, msg)
+        if runs or nodes or clients:  # we hold something newer: push it back
+            self._send(sender, TableDelta(tuple(runs), tuple(nodes), tuple(clients)))
 
     def _on_migrate_begin(self, sender: str, msg: MigrateBegin) -> None:
         key = (sender, msg.mid)

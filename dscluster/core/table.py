@@ -18,16 +18,33 @@ Membership is merged the same way: each `NodeInfo` carries a version and the
 greater ``(version, role, addrs)`` wins. A node is added at version 1 and
 retired by re-publishing it with a higher version and role RETIRED.
 
+Client roles (who else may use the cluster, and how) are table state too: one
+`ClientInfo(id, role, version)` per client peer, merged per peer by the greater
+``(version, rank)``. Revoking a role publishes a *tombstone*, an entry with
+role NONE and a higher version, so a removal spreads like a grant and a node
+that missed both learns the outcome, never the stale grant. At equal versions
+the weaker role wins (NONE > read-only > read-write > admin in the tie-break),
+so two concurrent edits that picked the same version settle on the safer one
+everywhere. Versions are chosen by whoever makes the change (`next_version`):
+above the entry it replaces and, given the caller's clock, not below the
+current time in milliseconds, so an edit made later wins over older ones even
+when its maker had not heard of them. The core never reads a clock: the
+caller passes it in. Members are not clients: their role is MEMBER by
+`nodes`, whatever `clients` says.
+
 Liveness is not in the table: it is each observer's opinion, kept by the
 failure detector (gossip.py).
 
 For cheap gossip the 16384 slots are grouped in 64 buckets of 256; a digest is
-one short hash per bucket plus one for the membership, and peers exchange only
-the buckets whose hashes differ.
+one short hash per bucket plus one for the membership and one for the client
+roles (empty bytes when there are none, as a node that predates roles sends),
+and peers exchange only the buckets whose hashes differ, plus the whole
+membership or the whole set of roles when that hash differs.
 
 Two serializations: CBOR (`to_cbor`/`from_cbor`, for the wire and for the
-persisted state) and config.json form (`to_config`/`from_config`) with
-go-ds-cluster's field names. The config form written is::
+persisted state; a table without "clients" decodes as no roles) and config.json
+form (`to_config`/`from_config`, without roles) with go-ds-cluster's field
+names. The config form written is::
 
     {"nodes": [{"id": "<peer id>",
                 "slots": [{"start": 0, "end": 5460, "epoch": 0}, ...],
@@ -69,6 +86,21 @@ class NodeRole(enum.Enum):
 _ROLE_RANK = {NodeRole.DATA: 0, NodeRole.RETIRED: 1}
 
 
+class ClientRole(enum.Enum):
+    """A client peer's role in the table; NONE is the tombstone of a revoked role."""
+
+    NONE = "none"
+    READ_ONLY = "read-only"
+    READ_WRITE = "read-write"
+    ADMIN = "admin"
+
+
+# The tie-break at equal versions: the weaker role wins, a tombstone beats every grant.
+_CLIENT_RANK = {ClientRole.ADMIN: 0, ClientRole.READ_WRITE: 1, ClientRole.READ_ONLY: 2,
+                ClientRole.NONE: 3}
+MAX_PEER_ID = 128  # characters; a peer ID in base58 is about 52
+
+
 @dataclass(frozen=True)
 class NodeInfo:
     id: str
@@ -102,9 +134,46 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
+class ClientInfo:
+    """One client's role at a version; the greater `order_key` wins a merge."""
+
+    id: str
+    role: ClientRole
+    version: int
+
+    def order_key(self) -> tuple[int, int]:
+        return (self.version, _CLIENT_RANK[self.role])
+
+    def to_obj(self) -> dict[str, Any]:
+        return {"id": self.id, "role": self.role.value, "version": self.version}
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> ClientInfo:
+        """Decode a wire client entry; raises ProtocolError on garbage."""
+        try:
+            if not isinstance(obj, dict):
+                raise TypeError("client entry is not a map")
+            client_id, version = obj["id"], obj["version"]
+            if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_PEER_ID:
+                raise TypeError("client id must be a non-empty string of at most "
+                                f"{MAX_PEER_ID} characters")
+            if type(version) is not int or version < 0:
+                raise TypeError("version must be a non-negative integer")
+            return cls(client_id, ClientRole(obj["role"]), version)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"bad client entry: {exc}") from exc
+
+
+def next_version(old: ClientInfo | None, now_ms: int = 0) -> int:
+    """The version of a new entry replacing `old`: above it, and not below `now_ms`."""
+    return max(old.version + 1 if old is not None else 1, now_ms)
+
+
+@dataclass(frozen=True)
 class TableDigest:
     buckets: tuple[bytes, ...]  # one hash per bucket of BUCKET_SIZE slots
     members: bytes
+    roles: bytes = b""  # b"": no client roles (or a sender that predates them)
 
 
 @dataclass
@@ -112,10 +181,11 @@ class MergeResult:
     changed: list[int] = field(default_factory=list)  # slots whose claim changed
     lost: list[tuple[int, Claim, Claim]] = field(default_factory=list)  # equal-epoch losses
     nodes_changed: bool = False
+    clients_changed: bool = False
 
     @property
     def any(self) -> bool:
-        return bool(self.changed) or self.nodes_changed
+        return bool(self.changed) or self.nodes_changed or self.clients_changed
 
 
 def _hash(data: bytes) -> bytes:
@@ -125,11 +195,15 @@ def _hash(data: bytes) -> bytes:
 class SlotTable:
     """Mutable slot table; every mutation goes through merge or claim."""
 
-    def __init__(self, claims: Sequence[Claim], nodes: Iterable[NodeInfo] = ()) -> None:
+    def __init__(self, claims: Sequence[Claim], nodes: Iterable[NodeInfo] = (),
+                 clients: Iterable[ClientInfo] = ()) -> None:
         if len(claims) != SLOT_COUNT:
             raise ValueError(f"a table has {SLOT_COUNT} claims, got {len(claims)}")
         self._claims: list[Claim] = list(claims)
         self.nodes: dict[str, NodeInfo] = {n.id: n for n in nodes}
+        self.clients: dict[str, ClientInfo] = {}  # tombstones included; see client_role
+        self._roles_hash: bytes | None = None
+        self.merge_clients(clients)
         self._bucket_cache: list[bytes | None] = [None] * BUCKET_COUNT
         self._bucket_runs: list[list[Run] | None] = [None] * BUCKET_COUNT
         self._runs_cache: list[Run] | None = None
@@ -160,6 +234,8 @@ class SlotTable:
         other = SlotTable.__new__(SlotTable)  # skips __init__'s checks and UNKNOWN count
         other._claims = list(self._claims)
         other.nodes = dict(self.nodes)
+        other.clients = dict(self.clients)
+        other._roles_hash = self._roles_hash
         other._bucket_cache = list(self._bucket_cache)
         other._bucket_runs = list(self._bucket_runs)
         other._runs_cache = self._runs_cache
@@ -203,13 +279,25 @@ class SlotTable:
     def data_nodes(self) -> list[str]:
         return sorted(n.id for n in self.nodes.values() if n.role is NodeRole.DATA)
 
+    def client_role(self, peer: str) -> ClientRole | None:
+        """The role granted to a client peer; None if it has none (or a tombstone)."""
+        entry = self.clients.get(peer)
+        return None if entry is None or entry.role is ClientRole.NONE else entry.role
+
+    def client_roles(self) -> dict[str, ClientRole]:
+        """Every client holding a role (tombstones left out), by peer ID."""
+        return {p: e.role for p, e in sorted(self.clients.items())
+                if e.role is not ClientRole.NONE}
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SlotTable):
             return NotImplemented
-        return self._claims == other._claims and self.nodes == other.nodes
+        return (self._claims == other._claims and self.nodes == other.nodes
+                and self.clients == other.clients)
 
     def __repr__(self) -> str:
-        return f"SlotTable({self.slot_counts()}, nodes={sorted(self.nodes)})"
+        return (f"SlotTable({self.slot_counts()}, nodes={sorted(self.nodes)}, "
+                f"clients={len(self.clients)})")
 
     # -- runs, the compact form -----------------------------------------------
 
@@ -317,9 +405,22 @@ class SlotTable:
                 changed = True
         return changed
 
+    def merge_clients(self, clients: Iterable[ClientInfo]) -> bool:
+        """Per-peer max of the client entries; True if any entry changed."""
+        changed = False
+        for entry in clients:
+            ours = self.clients.get(entry.id)
+            if ours is None or entry.order_key() > ours.order_key():
+                self.clients[entry.id] = entry
+                self._digest = None
+                self._roles_hash = None
+                changed = True
+        return changed
+
     def merge(self, other: SlotTable, me: str | None = None) -> MergeResult:
         result = self.merge_runs(other.runs(), me)
         result.nodes_changed = self.merge_nodes(other.nodes.values())
+        result.clients_changed = self.merge_clients(other.clients.values())
         return result
 
     # -- digests --------------------------------------------------------------------
@@ -337,10 +438,16 @@ class SlotTable:
                                                     for n in sorted(self.nodes)]))
         return self._members_hash
 
+    def roles_hash(self) -> bytes:
+        """A hash of every client entry, tombstones included; b"" when there are none."""
+        if self._roles_hash is None:
+            self._roles_hash = _hash(cbor2.dumps(self._clients_obj())) if self.clients else b""
+        return self._roles_hash
+
     def digest(self) -> TableDigest:
         if self._digest is None:
             self._digest = TableDigest(tuple(self._bucket_hash(b) for b in range(BUCKET_COUNT)),
-                                       self.members_hash())
+                                       self.members_hash(), self.roles_hash())
         return self._digest
 
     def differing_buckets(self, digest: TableDigest) -> list[int]:
@@ -352,9 +459,13 @@ class SlotTable:
 
     # -- CBOR -------------------------------------------------------------------------
 
+    def _clients_obj(self) -> list[dict[str, Any]]:
+        return [self.clients[c].to_obj() for c in sorted(self.clients)]
+
     def to_obj(self) -> dict[str, Any]:
         return {"runs": [list(r) for r in self.runs()],
-                "nodes": [self.nodes[n].to_obj() for n in sorted(self.nodes)]}
+                "nodes": [self.nodes[n].to_obj() for n in sorted(self.nodes)],
+                "clients": self._clients_obj()}
 
     @classmethod
     def from_obj(cls, obj: Any) -> SlotTable:
@@ -367,7 +478,11 @@ class SlotTable:
         nodes = obj.get("nodes")
         if not isinstance(nodes, list):
             raise ProtocolError("slot table nodes must be a list")
-        return cls(claims, [NodeInfo.from_obj(n) for n in nodes])
+        clients = obj.get("clients", [])  # absent: a table from before client roles
+        if not isinstance(clients, list):
+            raise ProtocolError("slot table clients must be a list")
+        return cls(claims, [NodeInfo.from_obj(n) for n in nodes],
+                   [ClientInfo.from_obj(c) for c in clients])
 
     def to_cbor(self) -> bytes:
         return cbor2.dumps(self.to_obj())
