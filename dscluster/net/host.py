@@ -24,6 +24,7 @@ import base64
 import binascii
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -259,15 +260,44 @@ async def open_host(
     identity = identity or Identity.generate()
     addrs = [parse_multiaddr(a) for a in listen_addrs]
     host = _build_host(identity, swarm_key)
+    refusal: str | None = None
     async with AsyncExitStack() as stack:
-        stack.push_async_callback(_close_host, host)
         try:
             await stack.enter_async_context(host.run(listen_addrs=addrs))
         except OSError as exc:
+            await _close_host(host)
             raise UnavailableError(f"cannot listen on {list(listen_addrs)}: {exc}") from exc
-        handle = HostHandle(host, identity)
-        log.debug("host %s listening on %s", handle.peer_id, handle.addrs)
-        yield handle
+        # Close before host.run() exits: leaving run() first stops the swarm's tasks and
+        # forgets its connections without closing their sockets, and close() then finds
+        # none, so each closed host left its connections open until garbage collection.
+        stack.push_async_callback(_close_host, host)
+        if len(host.get_network().listeners) < len(addrs):
+            # py-libp2p logs a failed listen and runs on without it.
+            refusal = f"cannot listen on {', '.join(listen_addrs)}: {_why_not_bindable(addrs)}"
+        else:
+            handle = HostHandle(host, identity)
+            log.debug("host %s listening on %s", handle.peer_id, handle.addrs)
+            yield handle
+    if refusal is not None:  # raised out here, not from inside run()'s nursery
+        raise UnavailableError(refusal)
+
+
+def _why_not_bindable(addrs: Sequence[multiaddr.Multiaddr]) -> str:
+    """Why the first of ``addrs`` cannot be bound, by trying it as py-libp2p would."""
+    for ma in addrs:
+        try:
+            ip = ma.value_for_protocol("ip4") or ma.value_for_protocol("ip6")
+            port = int(ma.value_for_protocol("tcp"))
+        except Exception:  # not an IP/TCP address: py-libp2p has no transport for it
+            return f"no transport for {ma}"
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((ip, port))
+            except OSError as exc:
+                return f"{exc.strerror or exc} (is another node running on it?)"
+    return "the listener did not start (see the log)"
 
 
 async def _close_host(host: IHost) -> None:

@@ -1,8 +1,29 @@
-"""Two fixes to how py-libp2p 0.8.1 moves bytes, applied once, here.
+"""Fixes to py-libp2p 0.8.1, applied once, here: how it holds connections, how it moves bytes.
 
 Theory of operation
 -------------------
-Profiles of the client under 4 KiB load (bench/README.md) put most of its CPU
+Two fixes keep a node reachable (always applied on 0.8.1; they are about
+correctness, not speed):
+
+- **Inbound connections are released when they close**
+  (``Swarm._handle_inbound_connection``). py-libp2p takes one of 300 slots of
+  ``_inbound_limiter`` per inbound connection and gives it back in a
+  ``finally``, but the handler in between ends in
+  ``await self.manager.wait_finished()``: it waits for the whole swarm, not
+  the connection, so a slot (and a task) comes back only at shutdown. After
+  about 300 client sessions a node refused every new connection. The
+  replacement upgrades the connection as py-libp2p does (Noise, yamux,
+  ``add_conn``) and then waits for *that* connection to close. It also
+  applies our own caps (`ConnectionCaps`: connections in all, from one IP
+  address, from one peer ID), each refusal logged at most once a minute per
+  address or peer (dscluster/logutil.py) and counted.
+- **No SO_REUSEPORT on listeners** (``tcp._set_reuse_flags``). py-libp2p sets
+  it for hole punching, which we do not use; with it a second process could
+  bind a port a node already listens on, and the kernel then split new
+  connections between the two. SO_REUSEADDR stays (a restarted node can bind
+  its port again at once), so a busy port now fails the start.
+
+Two more make the byte path cheaper. Profiles of the client under 4 KiB load (bench/README.md) put most of its CPU
 in py-libp2p's per-frame work. Two of its costs are not inherent to Noise or
 yamux, and each is fixed by replacing one method (doc/protocol.md, py-libp2p
 notes 14 and 15):
@@ -29,21 +50,33 @@ notes 14 and 15):
   A sender never waits on a reader that has consumed its data: once a full
   window is consumed, at least half of it is owed, and that is sent.
 
-``DSCLUSTER_LIBP2P_FIXES=0`` in the environment leaves py-libp2p as shipped
-(for measuring the fixes side by side; bench.p2p_baseline's raw figures use
-it). The fixes replace private methods of one py-libp2p release, so they
-apply only to the version they were written against and log a warning
-otherwise.
+``DSCLUSTER_LIBP2P_FIXES=0`` in the environment leaves py-libp2p's byte path
+as shipped (for measuring those two fixes side by side; bench.p2p_baseline's
+raw figures use it); the connection fixes stay. All of them replace private
+methods of one py-libp2p release, so they apply only to the version they were
+written against and log a warning otherwise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
 from importlib.metadata import version
+from typing import Any
 
+import libp2p.transport.tcp.tcp as libp2p_tcp
+import trio
+from libp2p.abc import IMuxedConn
 from libp2p.io.trio import TrioTCPStream
+from libp2p.network.connection.raw_connection import RawConnection
+from libp2p.network.swarm import Swarm
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+from dscluster.logutil import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +96,153 @@ def enabled() -> bool:
 
 
 def install() -> None:
-    """Apply both fixes (idempotent; a no-op when disabled or on another py-libp2p)."""
+    """Apply the fixes (idempotent; the byte-path ones only when enabled; none on another
+    py-libp2p)."""
     global _installed
-    if _installed or not enabled():
+    if _installed:
         return
     _installed = True
     found = version("libp2p")
     if found != FOR_VERSION:
         log.warning("py-libp2p %s is not %s: running it without ds-cluster's fixes "
-                    "(read-ahead, window updates)", found, FOR_VERSION)
+                    "(connection release, no SO_REUSEPORT, read-ahead, window updates)",
+                    found, FOR_VERSION)
         return
-    _install_read_ahead()
-    _install_window_updates()
-    log.debug("py-libp2p fixes installed: read-ahead %d bytes, go-yamux window updates",
-              READ_AHEAD)
+    _install_inbound_release()
+    _install_no_reuseport()
+    if enabled():
+        _install_read_ahead()
+        _install_window_updates()
+        log.debug("py-libp2p fixes installed: read-ahead %d bytes, go-yamux window updates",
+                  READ_AHEAD)
+
+
+# -- connections -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectionCaps:
+    """How many inbound connections a host holds at once (doc/security.md, "Bounds")."""
+
+    max_inbound: int = 1024  # from everyone
+    max_per_ip: int = 256  # from one IP address (all of loopback's clients share 127.0.0.1)
+    max_per_peer: int = 4  # from one peer ID (one is the norm: connect() reuses it)
+
+
+@dataclass
+class InboundStats:
+    """A host's inbound connections now, and how many were accepted or refused."""
+
+    caps: ConnectionCaps = field(default_factory=ConnectionCaps)
+    by_ip: Counter[str] = field(default_factory=Counter)
+    by_peer: Counter[str] = field(default_factory=Counter)
+    open: int = 0  # connections held now (handshaking or up)
+    accepted: int = 0  # connections that completed the upgrade
+    refused: int = 0  # refused by a cap
+    failed: int = 0  # handshakes that failed (garbage, timeouts, wrong swarm key)
+    refusals: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log))
+
+
+def inbound_stats(swarm: Any) -> InboundStats:
+    """The swarm's inbound bookkeeping (created on first use)."""
+    stats: InboundStats | None = swarm.__dict__.get("_dscluster_inbound")
+    if stats is None:
+        stats = swarm.__dict__["_dscluster_inbound"] = InboundStats()
+    return stats
+
+
+def set_connection_caps(swarm: Any, caps: ConnectionCaps) -> None:
+    inbound_stats(swarm).caps = caps
+
+
+def _remote_ip(stream: Any) -> str:
+    try:
+        address = stream.get_remote_address()
+    except Exception:  # transports without addresses
+        return "?"
+    return str(address[0]) if address else "?"
+
+
+async def _close_quietly(conn: Any) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(2):
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+
+def _install_inbound_release() -> None:
+    shipped = Swarm._handle_inbound_connection
+
+    async def handle_inbound(self: Swarm, read_write_closer: Any, maddr: Any) -> None:
+        if isinstance(read_write_closer, IMuxedConn):  # QUIC and the like: not ours
+            await shipped(self, read_write_closer, maddr)
+            return
+        stats = inbound_stats(self)
+        caps = stats.caps
+        ip = _remote_ip(read_write_closer)
+        if stats.open >= caps.max_inbound or stats.by_ip[ip] >= caps.max_per_ip:
+            stats.refused += 1
+            stats.refusals.warning(
+                "inbound-cap", ip, "refused a connection from %s: %d connections held "
+                "(at most %d in all, %d from one address)",
+                ip, stats.by_ip[ip], caps.max_inbound, caps.max_per_ip)
+            await _close_quietly(read_write_closer)
+            return
+        stats.open += 1
+        stats.by_ip[ip] += 1
+        try:
+            await _serve_inbound(self, stats, read_write_closer, maddr)
+        finally:
+            stats.open -= 1
+            stats.by_ip[ip] -= 1
+            if not stats.by_ip[ip]:
+                del stats.by_ip[ip]
+
+    Swarm._handle_inbound_connection = handle_inbound  # type: ignore[method-assign]
+
+
+async def _serve_inbound(swarm: Swarm, stats: InboundStats, stream: Any, maddr: Any) -> None:
+    """Upgrade one inbound connection and hold it until it closes (not until the swarm does)."""
+    remote = swarm._build_remote_multiaddr(stream)
+    if remote is not None and not await swarm.connection_gate.is_allowed(remote):
+        await _close_quietly(stream)
+        return
+    raw = RawConnection(stream, False)
+    try:
+        muxed = await swarm.upgrade_inbound_raw_conn(raw, maddr)
+    except Exception as exc:  # handshake failures: garbage, time-outs, another swarm key
+        stats.failed += 1
+        log.debug("inbound connection on %s failed: %r", maddr, exc)
+        await _close_quietly(raw)
+        return
+    stats.accepted += 1
+    peer = muxed.peer_id.to_base58()
+    caps = stats.caps
+    if stats.by_peer[peer] >= caps.max_per_peer:
+        stats.refused += 1
+        stats.refusals.warning(
+            "peer-cap", peer, "refused a connection from %s: it holds %d already (at most %d)",
+            peer, stats.by_peer[peer], caps.max_per_peer)
+        await _close_quietly(muxed)
+        return
+    stats.by_peer[peer] += 1
+    try:
+        await muxed.event_closed.wait()  # type: ignore[attr-defined]
+    finally:
+        stats.by_peer[peer] -= 1
+        if not stats.by_peer[peer]:
+            del stats.by_peer[peer]
+
+
+def _install_no_reuseport() -> None:
+    def set_reuse_flags(sock: Any) -> None:
+        # SO_REUSEADDR only: a restarted node rebinds its port, a second process cannot.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+    libp2p_tcp._set_reuse_flags = set_reuse_flags
+
+
+# -- the byte path -----------------------------------------------------------------
 
 
 def _install_read_ahead() -> None:
