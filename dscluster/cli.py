@@ -114,6 +114,21 @@ async def join(conf: Path, bootstrapper: str, identity: str, secret: str,
     log.info("wrote %s", conf / CONFIG_JSON)
 
 
+def keep_bound_ports(conf: Path, configured: list[str], bound: list[str]) -> None:
+    """Write the ports bound for "any port" (tcp/0) into config.json, so that a restart
+    listens where the cluster's table says this node is (a node that joined with --join
+    has tcp/0 there until its first start)."""
+    if not any(addr.rstrip("/").endswith("/tcp/0") for addr in configured) \
+            or bound == configured:
+        return
+    path = conf / CONFIG_JSON
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config.setdefault("addresses", {})["swarm"] = list(bound)
+    write_private_file(path, json.dumps(config, indent="\t") + "\n")
+    log.info("saved the bound addresses %s in %s: a restart listens there again",
+             ", ".join(bound), path)
+
+
 async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list[str],
               disable_delete: bool, tick: float, sync: bool = False) -> None:
     identity = cfg.identity.identity()
@@ -139,6 +154,8 @@ async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list
                 server = JoinServer(cfg, secret, me, node.driver.addrs_of,
                                     lambda: format_clients(load_clients(conf_dir)), add_member)
                 host.host.set_stream_handler(JOIN_PROTOCOL, server.handle_stream)  # type: ignore[arg-type]
+            if not listen:
+                keep_bound_ports(conf, list(cfg.swarm), host.listen_addrs)
             for addr in node.addrs:
                 print(f"dscluster: node listening on {addr}", flush=True)
             mode = write_mode(kind, sync)

@@ -237,6 +237,13 @@ class ProcessCluster:
                                        f"{self.log_text(i)[-2000:]}")
                 await trio.sleep(0.05)
 
+    def listening_addrs(self, i: int) -> list[str]:
+        """The multiaddrs node i printed at its last start."""
+        marker = "node listening on "
+        with open(os.path.join(self.base, f"n{i}.out"), encoding="utf-8",
+                  errors="replace") as f:
+            return [line.split(marker, 1)[1].strip() for line in f if marker in line]
+
     def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[i]
         if proc is not None and proc.poll() is None:
