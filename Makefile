@@ -24,7 +24,7 @@ test: install
 test-slow: install
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
-# kill -9 during rebalances: SEEDS more seeds than the default run's two (about 75 s each)
+# kill -9 during rebalances: every pair of victims and SEEDS seeded runs (about 75 s each)
 test-kill: install
 	KILL_SEEDS=$(SEEDS) $(PY) -m pytest -q -m slow tests/rebalance/test_rebalance_kill.py $(PYTEST_ARGS)
 

@@ -28,15 +28,19 @@ from tests.rebalance.harness import (
 )
 from tests.rebalance.workload import Workload
 
+PARTIES = ("source", "target", "coordinator")
+
 
 async def _kill_round(cluster: GrowingCluster, conf: str, rng: random.Random,
-                      command: list[str], sources: list[int], target: int) -> str:
-    """Start ``command``, kill -9 one party at a random moment; returns who was killed."""
+                      command: list[str], sources: list[int], target: int,
+                      victim: str | None = None) -> str:
+    """Start ``command``, kill -9 one party (``victim``, else a seeded choice) at a random
+    moment; returns who was killed."""
     coordinator = subprocess.Popen([sys.executable, "-m", "dsclient.cluster_cli", "--conf",
                                     conf, *command], stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
     try:
-        victim = rng.choice(["source", "target", "coordinator"])
+        victim = victim or rng.choice(PARTIES)
         await trio.sleep(rng.uniform(4.0, 9.0))  # the CLI needs a few seconds to start
         if victim == "coordinator":
             coordinator.kill()
@@ -54,7 +58,8 @@ async def _kill_round(cluster: GrowingCluster, conf: str, rng: random.Random,
     return victim
 
 
-async def _run_seed(tmp_path, seed: int) -> None:
+async def _run_seed(tmp_path, seed: int,
+                    victims: tuple[str | None, str | None] = (None, None)) -> None:
     rng = random.Random(seed)
     async with GrowingCluster(tmp_path, 3) as cluster:
         assert cluster.table is not None
@@ -66,14 +71,14 @@ async def _run_seed(tmp_path, seed: int) -> None:
             new = await cluster.add_node()
             await admin.wait_member(cluster.peer_id(new))
             load = Workload(client, stable, seed=seed)
-            victims = []
+            victims_asked, victims = victims, []
             async with trio.open_nursery() as nursery:
                 load.start(nursery)
                 victims.append(await _kill_round(cluster, conf, rng, ["rebalance"],
-                                                 [0, 1, 2], new))
+                                                 [0, 1, 2], new, victims_asked[0]))
                 gone = cluster.peer_id(1)
                 victims.append(await _kill_round(cluster, conf, rng, ["remove-node", gone],
-                                                 [1], 0))
+                                                 [1], 0, victims_asked[1]))
                 load.stop.set()
             out = await trio.to_thread.run_sync(cluster_cli, conf, "check")
             assert out.returncode == 0, f"{victims}: {out.stdout}{out.stderr}"
@@ -88,13 +93,26 @@ async def _run_seed(tmp_path, seed: int) -> None:
 # re-runs. (A stream open that stalls on a restarted peer's stale connection
 # no longer waits out the open deadline: RpcClient drops it and redials,
 # py-libp2p note 13; before that a seed could take 3-8 minutes.) The default
-# run takes two seeds whose victims cover all three parties: seed 1 kills a
-# source then the target, seed 2 a source then the coordinator. `make
-# test-kill SEEDS=N` runs N more.
-@pytest.mark.parametrize("seed", [1, 2])
-async def test_kill9_during_rebalance_then_fix(tmp_path, seed):
+# run kills every party in every round, whatever the seeds would pick: round 1
+# (rebalance onto a new node) and round 2 (remove-node) each lose a source, the
+# target and the coordinator once across these three runs. `make test-kill
+# SEEDS=N` runs all nine pairs and N seeded runs more.
+COVERING = [("source", "target"), ("target", "coordinator"), ("coordinator", "source")]
+
+
+@pytest.mark.parametrize("victims", COVERING, ids=["-".join(v) for v in COVERING])
+async def test_kill9_every_party_in_every_round(tmp_path, victims):
     with trio.fail_after(900):
-        await _run_seed(tmp_path, seed)
+        await _run_seed(tmp_path, 1 + COVERING.index(victims), victims)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victims", [(a, b) for a in PARTIES for b in PARTIES
+                                     if (a, b) not in COVERING])
+async def test_kill9_every_pair_of_victims(tmp_path, victims):
+    with trio.fail_after(900):
+        await _run_seed(tmp_path, 100 + PARTIES.index(victims[0]) * 3
+                        + PARTIES.index(victims[1]), victims)
 
 
 @pytest.mark.slow
