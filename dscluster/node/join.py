@@ -22,8 +22,19 @@ by rebalancing (``dsclient cluster rebalance``).
 Both peer IDs are the Noise-authenticated ones, so a proof cannot be replayed
 to another node, by another caller, or for another identity; the nonce makes
 each proof single-use. A wrong proof gets one refusal line in the bootstrap's
-log and nothing else. The joiner writes the config (0600) and from then on
-never needs the bootstrap again.
+log (at most one per peer and kind a minute: RateLimitedLog) and nothing
+else. The joiner writes the config (0600) and from then on never needs the
+bootstrap again.
+
+Limits, since anyone may open a join stream: the bootstrap reads frames of
+at most MAX_JOIN_REQUEST_FRAME bytes (a hello or a proof is well under 1 KiB)
+and at most that much per read; the identity in a hello is "new", an index
+of at most 5 ASCII digits, or an ASCII alphanumeric peer ID of at most
+MAX_IDENTITY_LEN characters, checked before the challenge; and one peer may
+have at most MAX_JOIN_STREAMS_PER_PEER join streams open at once (further
+ones get an error message and a reset). Whatever is refused gets the error
+message, and the node serves everyone else. The config reply can be larger
+(every member, every client): the joiner reads it with MAX_JOIN_FRAME.
 """
 
 from __future__ import annotations
@@ -41,17 +52,53 @@ import trio
 from libp2p.abc import INetStream
 
 from dscluster.config import IdentityConfig, NodeConfig, NodeEntry, node_config_json
-from dscluster.errors import ConfigError, ProtocolError, UnauthorizedError, UnavailableError
+from dscluster.errors import (
+    ConfigError,
+    DSClusterError,
+    ProtocolError,
+    UnauthorizedError,
+    UnavailableError,
+)
+from dscluster.logutil import RateLimitedLog
 from dscluster.net.host import HostHandle, Identity, open_host, parse_multiaddr, parse_peer_id
 from dscluster.wire.framing import FrameDecoder, encode_frame
 from dscluster.wire.messages import JOIN_PROTOCOL
+from dscluster.wire.schema import loads_one
 
 log = logging.getLogger(__name__)
 
 CONTEXT = b"dscluster-join/1"
-MAX_JOIN_FRAME = 1024 * 1024
+MAX_JOIN_FRAME = 1024 * 1024  # the config reply, as the joiner reads it
+MAX_JOIN_REQUEST_FRAME = 4096  # a hello or a proof, as the bootstrap reads it
+MAX_JOIN_STREAMS_PER_PEER = 2  # open at once; a retry may overlap a dying stream
+MAX_IDENTITY_LEN = 128  # peer IDs are about 52 characters
+MAX_INDEX_DIGITS = 5  # a cluster has at most 16384 data nodes
 JOIN_TIMEOUT = 10.0
+ERROR_LINGER = 1.0  # seconds a refused joiner has to read the error before the reset
 NEW_IDENTITY = "new"  # join with the joiner's own key, as a member with no slots
+
+
+def check_identity(identity: object) -> str:
+    """The hello's identity if it is "new", an index or a peer ID; else ProtocolError.
+
+    Only the form is checked (whether it names one of the cluster's identities
+    is told only after a proof of the secret): ``"²"`` is a digit to Python but
+    no index, and a 5,000-digit index is no int at all.
+    """
+    if not isinstance(identity, str):
+        raise ProtocolError("hello needs an identity string")
+    if identity == NEW_IDENTITY:
+        return identity
+    if not identity or len(identity) > MAX_IDENTITY_LEN:
+        raise ProtocolError(f"hello: an identity of {len(identity)} characters; use an index, "
+                            f"a peer ID (at most {MAX_IDENTITY_LEN}) or {NEW_IDENTITY!r}")
+    if not (identity.isascii() and identity.isalnum()):
+        raise ProtocolError(f"hello: identity {identity!r} is neither an index, a peer ID "
+                            f"nor {NEW_IDENTITY!r}")
+    if identity.isdigit() and len(identity) > MAX_INDEX_DIGITS:
+        raise ProtocolError(f"hello: identity index {identity[:12]}... has more than "
+                            f"{MAX_INDEX_DIGITS} digits")
+    return identity
 
 
 def join_proof(secret: str, nonce: bytes, server: str, joiner: str, identity: str) -> bytes:
@@ -60,26 +107,27 @@ def join_proof(secret: str, nonce: bytes, server: str, joiner: str, identity: st
 
 
 class _Conn:
-    """One join stream: whole CBOR maps in, whole CBOR maps out."""
+    """One join stream: whole CBOR maps in (frames up to ``max_frame``), whole CBOR maps out."""
 
-    def __init__(self, stream: INetStream) -> None:
+    def __init__(self, stream: INetStream, max_frame: int = MAX_JOIN_FRAME) -> None:
         self.stream = stream
-        self._decoder = FrameDecoder(MAX_JOIN_FRAME)
+        self._decoder = FrameDecoder(max_frame)
+        self._read_size = min(max_frame + 16, 65536)
 
     async def send(self, obj: dict[str, Any]) -> None:
         await self.stream.write(encode_frame(cbor2.dumps(obj), MAX_JOIN_FRAME))
 
     async def receive(self, tag: str) -> dict[str, Any]:
         while (frame := self._decoder.next_frame()) is None:
-            data = await self.stream.read(65536)
+            data = await self.stream.read(self._read_size)
             if not data:
                 self._decoder.feed_eof()
                 raise ProtocolError("join stream ended early")
             self._decoder.feed(data)
         try:
-            obj = cbor2.loads(frame)
-        except Exception as exc:  # cbor2 raises assorted types on garbage
-            raise ProtocolError(f"join message is not CBOR: {exc}") from exc
+            obj = loads_one(frame)  # one CBOR item, nothing after it
+        except ProtocolError as exc:
+            raise ProtocolError(f"join message: {exc}") from None
         if not isinstance(obj, dict):
             raise ProtocolError("join message is not a map")
         if obj.get("t") == "error" and tag != "error":
@@ -103,12 +151,16 @@ class JoinServer:
         self._clients = clients
         self.refused = 0
         self.served = 0
+        self.busy = 0  # streams refused for the per-peer limit
+        self._open: dict[str, int] = {}  # join streams open per peer
+        self._rlog = RateLimitedLog(log)  # whatever a peer can make us log
 
     def _config_for(self, identity: str) -> NodeConfig:
         ids = self._config.identity_list
         chosen = None
-        if identity.isdigit() and int(identity) < len(ids):
-            chosen = ids[int(identity)]
+        if check_identity(identity).isdigit():  # at most MAX_INDEX_DIGITS ASCII digits
+            if int(identity) < len(ids):
+                chosen = ids[int(identity)]
         else:
             chosen = next((i for i in ids if i.peer_id == identity), None)
         if chosen is None:
@@ -141,13 +193,37 @@ class JoinServer:
 
     async def handle_stream(self, stream: INetStream) -> None:
         joiner = stream.muxed_conn.peer_id.to_base58()
-        conn = _Conn(stream)
+        open_now = self._open.get(joiner, 0)
+        if open_now >= MAX_JOIN_STREAMS_PER_PEER:
+            self.refused += 1
+            self.busy += 1
+            self._rlog.warning("busy", joiner, "join: refused a join stream from %s: %d already "
+                               "open (at most %d)", joiner, open_now, MAX_JOIN_STREAMS_PER_PEER)
+            with trio.move_on_after(1):
+                try:
+                    await _Conn(stream, MAX_JOIN_REQUEST_FRAME).send(
+                        {"t": "error", "message": f"at most {MAX_JOIN_STREAMS_PER_PEER} join "
+                                                  "streams at once"})
+                except Exception as exc:  # the stranger may be gone already
+                    log.debug("join: could not tell %s: %r", joiner, exc)
+            await _reset(stream)
+            return
+        self._open[joiner] = open_now + 1
+        try:
+            await self._serve(stream, joiner)
+        finally:
+            left = self._open[joiner] - 1
+            if left:
+                self._open[joiner] = left
+            else:
+                del self._open[joiner]
+
+    async def _serve(self, stream: INetStream, joiner: str) -> None:
+        conn = _Conn(stream, MAX_JOIN_REQUEST_FRAME)
         try:
             with trio.fail_after(JOIN_TIMEOUT):
                 hello = await conn.receive("hello")
-                identity = hello.get("identity")
-                if not isinstance(identity, str):
-                    raise ProtocolError("hello needs an identity string")
+                identity = check_identity(hello.get("identity"))
                 nonce = secrets.token_bytes(32)
                 await conn.send({"t": "challenge", "nonce": nonce})
                 proof = (await conn.receive("proof")).get("mac")
@@ -169,21 +245,31 @@ class JoinServer:
                 return
         except (UnauthorizedError, ProtocolError, ConfigError) as exc:
             self.refused += 1
-            log.warning("join: refused %s: %s", joiner, exc)
-            try:
-                await conn.send({"t": "error", "message": str(exc)})
-            except Exception as send_exc:  # the joiner may be gone already
-                log.debug("join: could not tell %s: %r", joiner, send_exc)
+            self._rlog.warning("refused", joiner, "join: refused %s: %s", joiner, exc)
+            with trio.move_on_after(ERROR_LINGER):
+                try:
+                    await conn.send({"t": "error", "message": str(exc)})
+                    # A reset makes py-libp2p's yamux drop what the joiner has not read
+                    # yet: end our side, give it a moment to read the message and go.
+                    await stream.close()
+                    while await stream.read(MAX_JOIN_REQUEST_FRAME):
+                        pass
+                except Exception as send_exc:  # the joiner may be gone already
+                    log.debug("join: could not tell %s: %r", joiner, send_exc)
         except trio.TooSlowError:
             self.refused += 1
-            log.warning("join: %s timed out", joiner)
+            self._rlog.warning("timeout", joiner, "join: %s timed out", joiner)
         except Exception as exc:  # the stream broke
-            log.info("join: stream from %s failed: %r", joiner, exc)
-        with trio.CancelScope(shield=True), trio.move_on_after(2):
-            try:
-                await stream.reset()
-            except Exception as exc:
-                log.debug("join: reset failed: %r", exc)
+            self._rlog.info("failed", joiner, "join: stream from %s failed: %r", joiner, exc)
+        await _reset(stream)
+
+
+async def _reset(stream: INetStream) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(2):
+        try:
+            await stream.reset()
+        except Exception as exc:
+            log.debug("join: reset failed: %r", exc)
 
 
 async def fetch_config(bootstrapper: str, identity: str, secret: str,
@@ -200,8 +286,15 @@ async def fetch_config(bootstrapper: str, identity: str, secret: str,
     if "/p2p/" not in bootstrapper:
         raise ConfigError(f"--bootstrapper {bootstrapper}: needs /p2p/<peer id>")
     server = bootstrapper.rsplit("/p2p/", 1)[1]
+    failed: DSClusterError | None = None
     async with open_host(host_identity, swarm_key=swarm_key) as host:
-        return await _fetch(host, bootstrapper, server, identity, secret, timeout)
+        try:
+            reply = await _fetch(host, bootstrapper, server, identity, secret, timeout)
+        except DSClusterError as exc:  # raised out here, not in the host's exception group
+            failed = exc
+    if failed is not None:
+        raise failed
+    return reply
 
 
 async def _fetch(host: HostHandle, addr: str, server: str, identity: str, secret: str,

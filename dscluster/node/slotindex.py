@@ -18,7 +18,9 @@ is up to three commits in that order. A crash in between leaves at worst an
 index entry without its key, which the migrator drops when the key is gone.
 
 The namespace ``/.dscluster`` belongs to the node: queries never return it,
-and a get, put or delete of a key under it is a BadKeyError.
+and a get, put or delete of a key under it is a BadKeyError. So is one of
+the root key ``/``, whose index entry would end in "/" (no key); the error
+names the user's key, never an index key.
 
 A store without the index marker (written before the index existed, or by
 another tool) is indexed by one full keys-only scan in ``ensure_index``,
@@ -62,9 +64,13 @@ def _reserved(key: str) -> bool:
 
 
 def check_user_key(key: str) -> None:
-    """BadKeyError for a key in the node's own namespace."""
+    """BadKeyError, naming ``key``, for a key in the node's own namespace or the root
+    key ``/`` (which holds no value here: its index entry would not be a key)."""
     if _reserved(key):
         raise BadKeyError(f"{key}: the namespace {RESERVED} is reserved for the node")
+    if key == "/":
+        raise BadKeyError("/: the root key cannot hold a value; use a key below it, "
+                          "such as /name")
 
 
 def slot_indexed(ds: Datastore) -> SlotIndexedDatastore:

@@ -12,13 +12,207 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import cbor2
 import pytest
+import trio
 
+from dscluster.config import IdentityConfig, NodeConfig, NodeEntry
 from dscluster.core import messages as core_messages
-from dscluster.errors import ProtocolError
+from dscluster.errors import BadKeyError, ProtocolError, UnauthorizedError
+from dscluster.net.host import Identity, open_host
+from dscluster.node.join import (
+    MAX_JOIN_STREAMS_PER_PEER,
+    JoinServer,
+    _Conn,
+    fetch_config,
+    join_proof,
+)
+from dscluster.testing.cluster import InProcessCluster, local_cluster, store_client
 from dscluster.wire import messages as wm
 from dscluster.wire import schema
+from dscluster.wire.framing import FrameDecoder, encode_frame
+from dscluster.wire.messages import JOIN_PROTOCOL
+
+SECRET = "the-join-secret"
+BUSY = f"at most {MAX_JOIN_STREAMS_PER_PEER} join streams at once"
+
+# -- join: a real data node (node 0 of an in-process cluster) serving the join protocol --
+
+
+@asynccontextmanager
+async def _bootstrap(tmp_path, n: int = 2) -> AsyncIterator[tuple[InProcessCluster, JoinServer]]:
+    """An in-process cluster whose node 0 serves JOIN_PROTOCOL as a bootstrap node does."""
+    identities = [Identity.generate() for _ in range(n)]
+    async with local_cluster(tmp_path, n, identities=identities) as cluster:
+        ids = tuple(IdentityConfig.of(i) for i in identities)
+        nodes = tuple(NodeEntry(p, cluster.table.slots_of(p).ranges, tuple(info.addrs))
+                      for p, info in cluster.table.nodes.items())
+        node0 = cluster.nodes[0]
+        cfg = NodeConfig(identity=ids[0], swarm=tuple(node0.host.listen_addrs), nodes=nodes,
+                         bootstrap_node=True, identity_list=ids, join_secret_file="join.secret")
+        server = JoinServer(cfg, SECRET, node0.peer_id, lambda peer: [], lambda: [])
+        node0.host.host.set_stream_handler(JOIN_PROTOCOL, server.handle_stream)  # type: ignore[arg-type]
+        yield cluster, server
+
+
+def _bootstrap_addr(cluster: InProcessCluster) -> str:
+    node0 = cluster.nodes[0]
+    return f"{node0.host.listen_addrs[0]}/p2p/{node0.peer_id}"
+
+
+async def _hello(cluster: InProcessCluster, identity: object) -> str:
+    """Send one raw hello as a stranger would; the bootstrap's answer (an error's text)."""
+    node0 = cluster.nodes[0]
+    async with open_host() as host:
+        await host.connect(node0.peer_id, node0.host.listen_addrs)
+        stream = await host.host.new_stream(node0.host.peer_id, [JOIN_PROTOCOL])  # type: ignore[list-item]
+        conn = _Conn(stream)
+        await conn.send({"t": "hello", "identity": identity})
+        with pytest.raises(UnauthorizedError) as err:
+            await conn.receive("challenge")
+        return str(err.value)
+
+
+async def _still_serving(cluster: InProcessCluster, tag: str) -> None:
+    """The node serves data, and a legitimate joiner gets its config."""
+    async with store_client(cluster.client_identity, cluster.table) as client:
+        await client.put(f"/after/{tag}", b"v")
+        assert await client.get(f"/after/{tag}") == b"v"
+    config, _clients = await fetch_config(_bootstrap_addr(cluster), "1", SECRET)
+    assert config["identity"]["peer_id"] == cluster.nodes[1].peer_id
+
+
+@pytest.mark.parametrize(("identity", "said"), [
+    ("\u00b2", "hello: identity '\u00b2' is neither an index, a peer ID nor 'new'"),
+    ("1" * 5000, "frame of 5021 bytes exceeds the limit of 4096"),
+    ("1" * 1000, "hello: an identity of 1000 characters"),
+    ("123456", "hello: identity index 123456... has more than 5 digits"),
+    ("", "hello: an identity of 0 characters"),
+    ("a b\nc", "hello: identity 'a b\\nc' is neither an index"),
+    (7, "hello needs an identity string"),
+])
+async def test_bad_join_identity_gets_one_line_error_and_node_keeps_serving(
+        tmp_path, identity, said) -> None:
+    with trio.fail_after(60):
+        async with _bootstrap(tmp_path) as (cluster, server):
+            answer = await _hello(cluster, identity)
+            assert answer.startswith("bootstrap node refused: ")
+            assert said in answer
+            assert "\n" not in answer and len(answer) < 300
+            assert server.refused == 1 and server.served == 0
+            await _still_serving(cluster, "bad-identity")
+            assert server.served == 1
+
+
+async def test_index_out_of_range_is_told_only_after_the_proof(tmp_path) -> None:
+    with trio.fail_after(60):
+        async with _bootstrap(tmp_path) as (cluster, server):
+            with pytest.raises(UnauthorizedError, match="no identity '99999' in this cluster"):
+                await fetch_config(_bootstrap_addr(cluster), "99999", SECRET)
+            with pytest.raises(UnauthorizedError, match="wrong join secret"):
+                await fetch_config(_bootstrap_addr(cluster), "99999", "not-the-secret")
+            assert server.refused == 2
+            await _still_serving(cluster, "range")
+
+
+async def test_stranger_opening_many_join_streams_gets_them_refused(tmp_path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="dscluster.node.join")
+    many = 12
+    with trio.fail_after(60):
+        async with _bootstrap(tmp_path) as (cluster, server):
+            node0 = cluster.nodes[0]
+            async with open_host() as stranger:
+                await stranger.connect(node0.peer_id, node0.host.listen_addrs)
+                streams = [await stranger.host.new_stream(node0.host.peer_id,
+                                                          [JOIN_PROTOCOL])  # type: ignore[list-item]
+                           for _ in range(many)]
+                while server.busy < many - MAX_JOIN_STREAMS_PER_PEER:
+                    await trio.sleep(0.02)
+                for stream in streams[MAX_JOIN_STREAMS_PER_PEER:]:
+                    assert await _read_answer(stream) in ("reset", BUSY)  # read too late
+                # one more is refused at once too: an error frame then a reset (a reader
+                # already waiting usually gets the frame; the reset may overtake it)
+                stream = await stranger.host.new_stream(node0.host.peer_id,
+                                                        [JOIN_PROTOCOL])  # type: ignore[list-item]
+                assert await _read_answer(stream) in (BUSY, "reset")
+                assert server.busy == many - MAX_JOIN_STREAMS_PER_PEER + 1
+                # the stranger's two open streams hold no slot a legitimate joiner needs
+                await _still_serving(cluster, "many")
+                # and they are real: a hello on one of them is answered
+                held = _Conn(streams[0])
+                await held.send({"t": "hello", "identity": "1"})
+                assert isinstance((await held.receive("challenge"))["nonce"], bytes)
+            # one warning line for the refused streams, not one per stream
+            busy_lines = [r for r in caplog.records if "already open" in r.getMessage()]
+            assert len(busy_lines) == 1
+            # the stranger gone, its count is forgotten
+            with trio.fail_after(10):
+                while server._open:
+                    await trio.sleep(0.02)
+
+
+async def _read_answer(stream) -> str:
+    """The error message the bootstrap wrote on a refused stream, or "reset"."""
+    decoder = FrameDecoder(4096)
+    try:
+        while (frame := decoder.next_frame()) is None:
+            data = await stream.read(4096)
+            if not data:
+                return "reset"
+            decoder.feed(data)
+    except Exception:  # noqa: BLE001 - py-libp2p's reset errors have no common base
+        return "reset"
+    return str(cbor2.loads(frame).get("message"))
+
+
+async def test_join_request_frames_are_small(tmp_path) -> None:
+    """A proof frame past the request limit is refused before it is buffered."""
+    with trio.fail_after(60):
+        async with _bootstrap(tmp_path) as (cluster, server):
+            node0 = cluster.nodes[0]
+            async with open_host() as host:
+                await host.connect(node0.peer_id, node0.host.listen_addrs)
+                stream = await host.host.new_stream(node0.host.peer_id, [JOIN_PROTOCOL])  # type: ignore[list-item]
+                conn = _Conn(stream)
+                await conn.send({"t": "hello", "identity": "1"})
+                nonce = (await conn.receive("challenge"))["nonce"]
+                mac = join_proof(SECRET, nonce, node0.peer_id, host.peer_id.to_base58(), "1")
+                big = cbor2.dumps({"t": "proof", "mac": mac, "pad": b"x" * 100_000})
+                await stream.write(encode_frame(big, len(big)))
+                with pytest.raises(UnauthorizedError, match="exceeds the limit of 4096"):
+                    await conn.receive("config")
+            assert server.served == 0
+            await _still_serving(cluster, "big")
+
+
+# -- a put of "/" names "/" ------------------------------------------------------------
+
+
+async def test_put_of_root_key_names_the_users_key(tmp_path) -> None:
+    with trio.fail_after(60):
+        async with local_cluster(tmp_path, 1) as cluster:
+            async with store_client(cluster.client_identity, cluster.table) as client:
+                for key in ("/", "//", ""):
+                    with pytest.raises(BadKeyError) as err:
+                        await client.put(key, b"x")
+                    assert str(err.value).startswith("/: the root key cannot hold a value")
+                    assert ".dscluster" not in str(err.value)
+                    with pytest.raises(BadKeyError) as err:
+                        await client.delete(key)
+                    assert ".dscluster" not in str(err.value)
+                # in a batch, "/" is refused alone and the other keys are stored
+                reply = await client.call_node(cluster.nodes[0].peer_id, wm.Batch(
+                    0, (("/", b"x"), ("/fine", b"y")), ()))
+                assert isinstance(reply, wm.OkMany)
+                bad, ok = reply.results
+                assert isinstance(bad, wm.ErrorInfo) and bad.message.startswith("/: the root key")
+                assert ".dscluster" not in bad.message
+                assert ok is None
+                assert await client.get("/fine") == b"y"
 
 # -- a frame holds exactly one message -------------------------------------------------
 
