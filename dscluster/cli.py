@@ -2,7 +2,9 @@
 
 ``dscluster --conf DIR`` runs the node configured in DIR/config.json (written
 by ``dscfg cluster`` for the bootstrap node). A new node with an empty DIR
-joins with ``--bootstrapper MA --identity I`` and the join secret: it fetches
+joins with ``--bootstrapper MA --identity I`` and the join secret (from
+``--join-secret-file F`` or the environment's DSCLUSTER_JOIN_SECRET; never
+on the command line, which every user sees in ps): it fetches
 its config from the bootstrap node (with ``--join`` instead of ``--identity``
 it makes a new key and becomes a member that owns no slots until a
 rebalance gives it some), writes DIR/config.json (0600), and from
@@ -48,6 +50,7 @@ from dscluster.node.join import NEW_IDENTITY, JoinServer, fetch_config
 from dscluster.wire.messages import JOIN_PROTOCOL
 
 log = logging.getLogger("dscluster")
+JOIN_SECRET_ENV = "DSCLUSTER_JOIN_SECRET"  # the join secret, kept off the command line
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
@@ -184,9 +187,12 @@ def main_command(
         help="Which of the cluster's identities to join as (index or peer ID).")] = "",
     join_new: Annotated[bool, typer.Option(
         "--join", help="Join as a new member with a new key and no slots.")] = False,
-    join_secret: Annotated[str, typer.Option(help="The join secret printed by dscfg.")] = "",
+    join_secret: Annotated[str, typer.Option(
+        envvar=JOIN_SECRET_ENV, show_envvar=True,
+        help="The join secret printed by dscfg. Prefer the environment variable or "
+             "--join-secret-file: a command line is visible to every user (ps).")] = "",
     join_secret_file: Annotated[Path | None, typer.Option(
-        help="A file holding the join secret.")] = None,
+        help="A file holding the join secret (such as the bootstrap's DIR/join.secret).")] = None,
     datastore: Annotated[str, typer.Option(
         help="leveldb, flatfs, hybrid, mongo or memory (default: the config's, "
              f"{DEFAULT_DATASTORE}).")] = "",
@@ -223,7 +229,7 @@ def main_command(
     if not (conf / CONFIG_JSON).exists():
         if not bootstrapper:
             raise ConfigError(f"no {conf / CONFIG_JSON}: run dscfg cluster, or join with "
-                              "--bootstrapper MA --identity I --join-secret S")
+                              "--bootstrapper MA --identity I --join-secret-file F")
         if join_new and identity:
             raise ConfigError("--join makes a new identity: leave out --identity")
         if join_new:
@@ -231,13 +237,16 @@ def main_command(
         if not identity:
             raise ConfigError("--bootstrapper needs --identity or --join")
         secret = join_secret
+        if secret and secret != os.environ.get(JOIN_SECRET_ENV):  # it came from argv
+            log.warning("--join-secret on the command line is visible to every user (ps): "
+                        "use --join-secret-file F or %s", JOIN_SECRET_ENV)
         if join_secret_file is not None:
             try:
                 secret = join_secret_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ConfigError(f"{join_secret_file}: {exc.strerror}") from None
         if not secret:
-            raise ConfigError("joining needs --join-secret or --join-secret-file")
+            raise ConfigError(f"joining needs --join-secret-file F or {JOIN_SECRET_ENV}")
         trio.run(join, conf, bootstrapper, identity, secret, list(listen or ()))
     cfg = load_node_config(conf)
     kind = datastore or cfg.datastore.kind

@@ -3,25 +3,40 @@
     python -m dscluster.localcluster [--nodes 3] [--dir DIR]
 
 Runs `dscfg cluster`, starts the bootstrap node, then the others joining with
---bootstrapper/--identity/--join-secret, prints every node's multiaddr and
-how to reach the cluster, and stops them all cleanly on Ctrl-C. DIR (default
-a new temp dir) keeps configs, data and each node's log (n<i>.log).
+--bootstrapper/--identity/--join-secret-file (DIR/n0/join.secret: the secret
+itself is never on a command line, where `ps` shows it to every user), prints
+every node's multiaddr and how to reach the cluster, and stops them all
+cleanly on Ctrl-C. DIR (default a new temp dir) keeps configs, data and each
+node's log (n<i>.log).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
 
 import trio
 
+from dscluster.config import JOIN_SECRET_FILE
 from dscluster.testing.cluster import ProcessCluster
 
 
+class LocalCluster(ProcessCluster):
+    """ProcessCluster whose joiners read the secret from the bootstrap's join.secret."""
+
+    def command(self, i: int) -> list[str]:
+        cmd = super().command(i)
+        if "--join-secret" in cmd:
+            at = cmd.index("--join-secret")
+            cmd[at:at + 2] = ["--join-secret-file", os.path.join(self.conf(0), JOIN_SECRET_FILE)]
+        return cmd
+
+
 async def _run(nodes: int, base: str, datastore: str) -> None:
-    async with ProcessCluster(base, nodes, datastore=datastore, tick=0.5) as cluster:
+    async with LocalCluster(base, nodes, datastore=datastore, tick=0.5) as cluster:
         print(f"ds-cluster: {nodes} nodes, configs and logs in {base}")
         for i in range(nodes):
             with open(f"{base}/n{i}.out", encoding="utf-8") as f:
