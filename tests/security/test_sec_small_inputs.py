@@ -119,37 +119,87 @@ async def test_index_out_of_range_is_told_only_after_the_proof(tmp_path) -> None
             await _still_serving(cluster, "range")
 
 
-async def test_stranger_opening_many_join_streams_gets_them_refused(tmp_path, caplog) -> None:
-    caplog.set_level(logging.WARNING, logger="dscluster.node.join")
+async def _open_join_streams(stranger, peer, many: int) -> tuple[list, int]:
+    """Open ``many`` join streams; (the streams opened, how many were refused at once)."""
+    opened, refused = [], 0
+    for _ in range(many):
+        try:
+            opened.append(await stranger.host.new_stream(peer, [JOIN_PROTOCOL]))  # type: ignore[list-item]
+        except Exception:  # noqa: BLE001 - reset while negotiating (the node's stream caps)
+            refused += 1
+    return opened, refused
+
+
+async def _refused_after_the_first(opened: list, held: int) -> int:
+    """Of the opened streams past the first ``held``, how many the node refused."""
+    refused = 0
+    for stream in opened[held:]:
+        # an error frame then a reset: a reader already waiting usually gets the frame,
+        # a late one (as here) only the reset
+        assert await _read_answer(stream) in ("reset", BUSY)
+        refused += 1
+    return refused
+
+
+async def _held_streams_are_real(opened: list, held: int) -> None:
+    for stream in opened[:held]:
+        conn = _Conn(stream)
+        await conn.send({"t": "hello", "identity": "1"})
+        assert isinstance((await conn.receive("challenge"))["nonce"], bytes)
+
+
+async def test_stranger_opening_many_join_streams_gets_them_refused(tmp_path) -> None:
+    """On a data node: the extra streams are refused (by the join server's per-peer limit,
+    or before it by the node's caps on strangers' streams), and a joiner still joins."""
     many = 12
     with trio.fail_after(60):
         async with _bootstrap(tmp_path) as (cluster, server):
             node0 = cluster.nodes[0]
             async with open_host() as stranger:
                 await stranger.connect(node0.peer_id, node0.host.listen_addrs)
-                streams = [await stranger.host.new_stream(node0.host.peer_id,
-                                                          [JOIN_PROTOCOL])  # type: ignore[list-item]
-                           for _ in range(many)]
+                opened, refused = await _open_join_streams(stranger, node0.host.peer_id, many)
+                assert len(opened) >= MAX_JOIN_STREAMS_PER_PEER
+                refused += await _refused_after_the_first(opened, MAX_JOIN_STREAMS_PER_PEER)
+                assert refused == many - MAX_JOIN_STREAMS_PER_PEER
+                await _still_serving(cluster, "many")  # the stranger's streams block no one
+                await _held_streams_are_real(opened, MAX_JOIN_STREAMS_PER_PEER)
+            with trio.fail_after(10):  # the stranger gone, its count is forgotten
+                while server._open:
+                    await trio.sleep(0.02)
+
+
+async def test_join_server_limits_join_streams_per_peer(caplog) -> None:
+    """The join server's own limit, on a host that trusts every peer (no stream caps)."""
+    caplog.set_level(logging.WARNING, logger="dscluster.node.join")
+    many = 12
+    identities = [Identity.generate() for _ in range(2)]
+    ids = tuple(IdentityConfig.of(i) for i in identities)
+    with trio.fail_after(60):
+        async with open_host(identities[0]) as host:
+            nodes = (NodeEntry(ids[0].peer_id, ((0, 8191),), tuple(host.listen_addrs)),
+                     NodeEntry(ids[1].peer_id, ((8192, 16383),), ("/ip4/127.0.0.1/tcp/1",)))
+            cfg = NodeConfig(identity=ids[0], swarm=tuple(host.listen_addrs), nodes=nodes,
+                             bootstrap_node=True, identity_list=ids,
+                             join_secret_file="join.secret")
+            server = JoinServer(cfg, SECRET, ids[0].peer_id, lambda peer: [], lambda: [])
+            host.host.set_stream_handler(JOIN_PROTOCOL, server.handle_stream)  # type: ignore[arg-type]
+            async with open_host() as stranger:
+                await stranger.connect(ids[0].peer_id, host.listen_addrs)
+                opened, refused = await _open_join_streams(stranger, host.peer_id, many)
+                assert refused == 0 and len(opened) == many
                 while server.busy < many - MAX_JOIN_STREAMS_PER_PEER:
                     await trio.sleep(0.02)
-                for stream in streams[MAX_JOIN_STREAMS_PER_PEER:]:
-                    assert await _read_answer(stream) in ("reset", BUSY)  # read too late
-                # one more is refused at once too: an error frame then a reset (a reader
-                # already waiting usually gets the frame; the reset may overtake it)
-                stream = await stranger.host.new_stream(node0.host.peer_id,
-                                                        [JOIN_PROTOCOL])  # type: ignore[list-item]
-                assert await _read_answer(stream) in (BUSY, "reset")
-                assert server.busy == many - MAX_JOIN_STREAMS_PER_PEER + 1
-                # the stranger's two open streams hold no slot a legitimate joiner needs
-                await _still_serving(cluster, "many")
-                # and they are real: a hello on one of them is answered
-                held = _Conn(streams[0])
-                await held.send({"t": "hello", "identity": "1"})
-                assert isinstance((await held.receive("challenge"))["nonce"], bytes)
+                assert await _refused_after_the_first(opened, MAX_JOIN_STREAMS_PER_PEER) \
+                    == many - MAX_JOIN_STREAMS_PER_PEER
+                assert server.busy == many - MAX_JOIN_STREAMS_PER_PEER
+                # another peer is not held up by this one's streams
+                config, _ = await fetch_config(f"{host.listen_addrs[0]}/p2p/{ids[0].peer_id}",
+                                               "1", SECRET)
+                assert config["identity"]["peer_id"] == ids[1].peer_id
+                await _held_streams_are_real(opened, MAX_JOIN_STREAMS_PER_PEER)
             # one warning line for the refused streams, not one per stream
             busy_lines = [r for r in caplog.records if "already open" in r.getMessage()]
             assert len(busy_lines) == 1
-            # the stranger gone, its count is forgotten
             with trio.fail_after(10):
                 while server._open:
                     await trio.sleep(0.02)
