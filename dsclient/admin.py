@@ -21,10 +21,12 @@ still migrating, keys a node holds on a slot it neither owns nor moves.
 ``fix`` rolls back migrations that have not started moving keys (PREPARING)
 and waits for the others, which only ever go forward.
 
-Client roles live in each node's clients file. ``grant``/``revoke`` send the
-same change to every member at once and return each node's outcome (None or
-its error), so a node that was down is named and the change can be re-run
-(it is idempotent); ``roles`` returns each node's view.
+Client roles are cluster state, gossiped in the slot table. ``grant`` and
+``revoke`` send the change to ONE member (the first that answers, in peer-ID
+order), which records it durably and answers; gossip then carries it to every
+other member, including one that is down now, once it is back. ``wait_roles``
+polls every member until they all show the change (or a timeout), and
+``roles`` returns each node's view.
 """
 
 from __future__ import annotations
@@ -92,6 +94,15 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class RoleChange:
+    """What one member answered to a grant or revoke."""
+
+    via: str  # the member that recorded the change
+    changed: bool  # a grant: always; a revoke: the client held the role
+    version: int = 0  # a grant: the new entry's version
 
 
 @dataclass(frozen=True)
@@ -184,7 +195,7 @@ class AdminClient:
         via = next(p for p in await self.members() if p != peer)
         await self.call(via, am.AdminRemoveMember(0, peer))
 
-    # -- client roles (each node's clients file) ----------------------------------------
+    # -- client roles (entries of the gossiped table) -----------------------------------
 
     async def on_every_member(self, request: wm.Request
                               ) -> dict[str, wm.Response | DSClusterError]:
@@ -202,20 +213,47 @@ class AdminClient:
                 nursery.start_soon(one, peer)
         return dict(sorted(out.items()))
 
-    async def grant(self, client: str, role: str) -> dict[str, DSClusterError | None]:
-        """Give ``client`` ``role`` on every member; per node None (done) or the error."""
-        parse_peer_id(client)
-        replies = await self.on_every_member(am.AdminGrant(0, client, role))
-        return {p: r if isinstance(r, DSClusterError) else None for p, r in replies.items()}
+    async def on_one_member(self, request: wm.Request) -> tuple[str, wm.Response]:
+        """``request`` sent to the members in turn until one answers: (member, answer).
 
-    async def revoke(self, client: str, role: str = "") -> dict[str, DSClusterError | bool]:
-        """Take ``client``'s role (only ``role``, if named) on every member.
+        Only an unreachable member is skipped; any other error (a refusal, a bad
+        request) is the answer and is raised."""
+        errors = []
+        for peer in await self.members():
+            try:
+                return peer, await self.call(peer, request)
+            except UnavailableError as exc:
+                errors.append(f"{peer}: {exc}")
+        raise UnavailableError("no member answered: " + "; ".join(errors or ["no members"]))
 
-        Per node: True (removed), False (it had no such role) or the error."""
+    async def grant(self, client: str, role: str) -> RoleChange:
+        """Give ``client`` ``role`` in the cluster's table (replacing the role it had)."""
         parse_peer_id(client)
-        replies = await self.on_every_member(am.AdminRevoke(0, client, role))
-        return {p: r if isinstance(r, DSClusterError) else bool(getattr(r, "value", False))
-                for p, r in replies.items()}
+        via, reply = await self.on_one_member(am.AdminGrant(0, client, role))
+        version = getattr(reply, "value", None)
+        return RoleChange(via, True, version if isinstance(version, int) else 0)
+
+    async def revoke(self, client: str, role: str = "") -> RoleChange:
+        """Take ``client``'s role (only ``role``, if named); ``changed``: it had one."""
+        parse_peer_id(client)
+        via, reply = await self.on_one_member(am.AdminRevoke(0, client, role))
+        return RoleChange(via, bool(getattr(reply, "value", False)))
+
+    async def wait_roles(self, client: str, role: str | None, timeout: float = 10
+                         ) -> dict[str, bool | DSClusterError]:
+        """Poll every member until each shows ``client`` with ``role`` (None: no role).
+
+        Per member: True (it shows it), False (not yet, at the timeout) or the error
+        of an unreachable one (it learns the change by gossip once it is back)."""
+        deadline = trio.current_time() + timeout
+        while True:
+            views: dict[str, bool | DSClusterError] = {
+                peer: view if isinstance(view, DSClusterError) else view.get(client) == role
+                for peer, view in (await self.roles()).items()}
+            if (all(v is True or isinstance(v, DSClusterError) for v in views.values())
+                    or trio.current_time() >= deadline):
+                return views
+            await trio.sleep(POLL_INTERVAL)
 
     async def roles(self) -> dict[str, dict[str, str] | DSClusterError]:
         """Each member's clients: peer -> role name, or the error it gave."""

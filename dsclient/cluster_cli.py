@@ -7,9 +7,12 @@ through dsclient.admin. Progress goes to stderr, results to stdout; a user
 error prints one line and exits 1; ``check`` exits 2 when the cluster is not
 consistent. With DIR/swarm.key the admin client is in that private network.
 
-``auth add|remove|list`` change or show client roles on EVERY member (each
-node's clients file): one line per node, exit 1 if any node failed (re-run:
-the change is idempotent); ``list`` exits 2 when the nodes disagree.
+``auth add|remove`` record a client role change on one member (the roles are
+cluster state: gossip brings the change to every member, one that is down
+included once it is back), then wait up to ``--wait`` seconds and print one
+line per member: it shows the change, not yet, or unreachable. Exit 0 once a
+member recorded it, 1 if none could. ``auth list`` prints each member's view
+and exits 2 when they differ (gossip still on its way), 1 if one failed.
 """
 
 from __future__ import annotations
@@ -227,46 +230,64 @@ def _role(name: str) -> str:
         raise ConfigError(str(exc)) from None
 
 
-def _report(outcomes: dict[str, Any], done: Callable[[Any], str]) -> None:
-    """One line per node; exit 1 if any node failed."""
-    failed = 0
-    for peer, outcome in outcomes.items():
-        if isinstance(outcome, DSClusterError):
-            failed += 1
-            print(f"{peer}  FAILED: {' '.join(str(outcome).split())}")
+def _spread(views: dict[str, Any], what: str) -> None:
+    """One line per member on whether it shows the change yet; a summary line."""
+    have = 0
+    for peer, view in views.items():
+        if isinstance(view, DSClusterError):
+            print(f"{peer}  unreachable ({' '.join(str(view).split())}): "
+                  "it learns the change from gossip when it is back")
+        elif view:
+            have += 1
+            print(f"{peer}  {what}")
         else:
-            print(f"{peer}  {done(outcome)}")
-    if failed:
-        print(f"{failed} of {len(outcomes)} nodes failed: run the command again",
-              file=sys.stderr)
-        raise typer.Exit(1)
+            print(f"{peer}  not yet: gossip is still bringing the change")
+    print(f"{have} of {len(views)} members show it", file=sys.stderr)
+
+
+WaitOption = Annotated[float, typer.Option(
+    help="Seconds to wait for every member to show the change (0: do not wait).")]
 
 
 @auth_app.command("add")
 def auth_add(peer: Annotated[str, typer.Argument(help="The client's peer ID.")],
-             role: Annotated[str, typer.Argument(help="read-only, read-write or admin.")]
-             ) -> None:
-    """Give a client a role on every node (replacing the role it had)."""
+             role: Annotated[str, typer.Argument(help="read-only, read-write or admin.")],
+             wait: WaitOption = 10.0) -> None:
+    """Give a client a role in the whole cluster (replacing the role it had)."""
     parse_peer_id(peer)
     name = _role(role)
-    outcomes = _with_admin(lambda admin: admin.grant(peer, name))
-    _report(outcomes, lambda _: f"{peer} {name}")
+
+    async def run(admin: AdminClient) -> None:
+        change = await admin.grant(peer, name)
+        print(f"{peer} {name}: recorded by {change.via} (version {change.version})")
+        if wait > 0:
+            _spread(await admin.wait_roles(peer, name, wait), f"{peer} {name}")
+    _with_admin(run)
 
 
 @auth_app.command("remove")
 def auth_remove(peer: Annotated[str, typer.Argument(help="The client's peer ID.")],
                 role: Annotated[str | None, typer.Argument(
-                    help="Only if it holds this role.")] = None) -> None:
-    """Take a client's role away on every node."""
+                    help="Only if it holds this role.")] = None,
+                wait: WaitOption = 10.0) -> None:
+    """Take a client's role away in the whole cluster."""
     parse_peer_id(peer)
     name = _role(role) if role else ""
-    outcomes = _with_admin(lambda admin: admin.revoke(peer, name))
-    _report(outcomes, lambda removed: "removed" if removed else "had no such role")
+
+    async def run(admin: AdminClient) -> None:
+        change = await admin.revoke(peer, name)
+        if not change.changed:
+            print(f"{peer} had no such role (on {change.via})")
+            return
+        print(f"{peer} removed: recorded by {change.via}")
+        if wait > 0:
+            _spread(await admin.wait_roles(peer, None, wait), f"{peer} removed")
+    _with_admin(run)
 
 
 @auth_app.command("list")
 def auth_list() -> None:
-    """Each node's clients; exit 2 if the nodes disagree."""
+    """Each member's view of the client roles; exit 2 if they differ yet."""
     views: dict[str, Any] = _with_admin(lambda admin: admin.roles())
     good = {p: v for p, v in views.items() if not isinstance(v, DSClusterError)}
     for peer, view in views.items():
@@ -280,7 +301,8 @@ def auth_list() -> None:
     if len(distinct) > 1:
         every = set().union(*(v.keys() for v in good.values()))
         differ = sorted(c for c in every if len({v.get(c) for v in good.values()}) > 1)
-        print(f"DISAGREE: the nodes differ on {len(differ)} clients: {', '.join(differ)}")
+        print(f"DISAGREE: the nodes differ on {len(differ)} clients: {', '.join(differ)} "
+              "(gossip has not brought every change everywhere yet: run it again)")
         raise typer.Exit(2)
     if len(good) < len(views):
         raise typer.Exit(1)

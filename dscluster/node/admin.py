@@ -15,10 +15,14 @@ listed in DIR/admins (one peer ID per line, ``#`` comments) and, when the
 node carries an Authorizer (``node.auth``), whoever it grants Role.ADMIN
 (an ``admin`` line in the clients file).
 
-Client roles: AdminGrant/AdminRevoke rewrite this node's DIR/clients (0600,
-atomically) and hand the new roles to ``node.auth`` at once; the admin client
-sends the same change to every member (``dsclient cluster auth``). Members
-are decided by the table, so ``member`` is not a role one can grant.
+Client roles are cluster state (entries of the gossiped table): AdminGrant
+publishes a role and AdminRevoke a tombstone through this node's core, each
+answered once the change is persisted here (``Ok(version)`` for a grant,
+``Ok(True/False)`` for a revoke); gossip carries it to every other member,
+including one that is down now, when it is back. AdminRoles answers with the
+roles this node's table holds. Each node writes its roles back to its own
+DIR/clients (node/clients.py). Members are decided by the table, so
+``member`` is not a role one can grant.
 """
 
 from __future__ import annotations
@@ -39,7 +43,6 @@ from dscluster.errors import BadRequestError, ConfigError, UnauthorizedError
 from dscluster.net.host import parse_peer_id
 from dscluster.net.rpc import serve_rpc
 from dscluster.node.auth import Role
-from dscluster.node.clients import format_clients, load_clients, save_clients
 from dscluster.wire import admin_messages as am
 from dscluster.wire import messages as wm
 
@@ -123,50 +126,38 @@ class AdminService:
             case am.AdminCheck():
                 return await self._check(rid)
             case am.AdminGrant(peer=client, role=role):
-                self._change_role(peer, client, _client_role(role))
-                return wm.Ok(rid)
+                return wm.Ok(rid, await self._grant(peer, client, _client_role(role)))
             case am.AdminRevoke(peer=client, role=role):
-                return wm.Ok(rid, self._change_role(peer, client, None,
-                                                    _client_role(role) if role else None))
+                return wm.Ok(rid, await self._revoke(peer, client,
+                                                     _client_role(role) if role else None))
             case am.AdminRoles():
                 return am.AdminRolesReply(rid, self._node.core.me, tuple(
-                    (c, r.value) for c, r in sorted(self._read_clients().items())))
+                    (c, r.value) for c, r in sorted(self._node.client_roles().items())))
         raise BadRequestError(f"{type(request).__name__} is not an admin request")
 
     def stream(self, peer: ID, request: wm.Query) -> AsyncIterator[wm.QueryChunk]:
         self._authorize(peer)
         raise BadRequestError("the admin protocol has no queries")
 
-    def _read_clients(self) -> dict[str, Role]:
-        if self._conf_dir is None:
-            raise BadRequestError("this node has no config directory for client roles")
-        return load_clients(self._conf_dir)
+    async def _grant(self, by: ID, client: str, role: Role) -> int:
+        """Publish ``role`` for ``client`` in the table; its entry's version."""
+        parse_peer_id(client)
+        old = self._node.core.table.client_role(client)
+        entry = await self._node.set_client_role(client, role)  # refuses a member
+        log.info("client %s: %s -> %s at version %d (by %s)", client,
+                 old.value if old else "none", role.value, entry.version, by.to_base58())
+        return entry.version
 
-    def _change_role(self, by: ID, client: str, role: Role | None,
-                     only: Role | None = None) -> bool:
-        """Give ``client`` ``role`` (None: remove, if it holds ``only`` when named).
-
-        No await between reading and writing the file: two changes on this node
-        cannot interleave. True if the file changed."""
+    async def _revoke(self, by: ID, client: str, only: Role | None) -> bool:
+        """Tombstone ``client``'s role (if it is ``only``, when named); True if it had one."""
         parse_peer_id(client)
         if self._node.driver.is_member(client):
             raise BadRequestError(f"{client} is a cluster member: its role is the table's")
-        clients = self._read_clients()
-        old = clients.get(client)
-        if role is not None:
-            clients[client] = role
-        elif old is not None and (only is None or old is only):
-            del clients[client]
-        if clients.get(client) == old:
-            return False
-        assert self._conf_dir is not None
-        save_clients(self._conf_dir, format_clients(clients))
-        auth: Any = getattr(self._node, "auth", None)
-        if auth is not None:
-            auth.set_clients(clients)
-        log.info("client %s: %s -> %s (by %s)", client, old.value if old else "none",
-                 role.value if role else "none", by.to_base58())
-        return True
+        entry = await self._node.revoke_client_role(client, only)
+        if entry is not None:
+            log.info("client %s: role removed at version %d (by %s)", client, entry.version,
+                     by.to_base58())
+        return entry is not None
 
     def _status(self, rid: int) -> am.AdminStatusReply:
         core, migrator = self._node.core, self._node.migrator

@@ -4,37 +4,37 @@ Theory of operation
 -------------------
 libp2p Noise proves every caller's peer ID, so authorization is a lookup of
 that ID. A peer in the cluster's table is a MEMBER (a data node: it gossips,
-migrates keys and administers). Any other peer has the role the operator gave
-it in the node's clients file (clients.py) or none at all. Roles are ordered
-by power, READ_ONLY < READ_WRITE < ADMIN < MEMBER, and an operation names the
-least role it needs: reads READ_ONLY, writes READ_WRITE, admin operations
-ADMIN. A refusal raises UnauthorizedError and is logged once per peer per
-minute, so a stranger hammering a node cannot flood its log.
+migrates keys and administers). Any other peer has the role the cluster's
+table gives it (its client entries, gossiped and merged like the membership:
+dscluster/core/table.py) or none at all. Roles are ordered by power,
+READ_ONLY < READ_WRITE < ADMIN < MEMBER, and an operation names the least
+role it needs: reads READ_ONLY, writes READ_WRITE, admin operations ADMIN. A
+refusal raises UnauthorizedError and is logged once per peer per minute, so a
+stranger hammering a node cannot flood its log.
 
 Two cluster-wide switches from go-ds-cluster's config narrow clients further:
 ``read_only_client`` refuses every client's data writes (whatever its role)
 and ``disable_delete`` refuses every client's deletes. Members are never
 narrowed: a migrating node must be able to write and delete on its target.
 
-The clients file is re-read when its modification time changes (checked at
-most once a second), so ``dscfg auth add`` takes effect on a running node
-without a restart; a file that no longer parses keeps the previous roles.
+The Authorizer reads the roles on every call (a dict lookup in the node's
+table), so a role the node learns by gossip or an admin call applies at once.
+The node's clients file seeds and mirrors those roles (node/clients.py).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-from dscluster.errors import DSClusterError, UnauthorizedError
+from dscluster.core.table import ClientRole
+from dscluster.errors import UnauthorizedError
 
 log = logging.getLogger(__name__)
 
 REFUSAL_LOG_INTERVAL = 60.0  # seconds between two refusal log lines for one peer
-RELOAD_INTERVAL = 1.0  # seconds between two checks of the clients file
 
 
 class Role(enum.Enum):
@@ -67,21 +67,38 @@ class Role(enum.Enum):
 
 _RANK = {Role.READ_ONLY: 0, Role.READ_WRITE: 1, Role.ADMIN: 2, Role.MEMBER: 3}
 CLIENT_ROLES = (Role.READ_ONLY, Role.READ_WRITE, Role.ADMIN)
+_FROM_TABLE = {ClientRole.READ_ONLY: Role.READ_ONLY, ClientRole.READ_WRITE: Role.READ_WRITE,
+               ClientRole.ADMIN: Role.ADMIN}
+_TO_TABLE = {role: entry for entry, role in _FROM_TABLE.items()}
+
+
+def from_table(role: ClientRole | None) -> Role | None:
+    """A table entry's role as an authorization role (None and NONE: no role)."""
+    return _FROM_TABLE.get(role) if role is not None else None
+
+
+def to_table(role: Role | None) -> ClientRole:
+    """The table's form of a client role (None: the tombstone NONE)."""
+    if role is None:
+        return ClientRole.NONE
+    if role is Role.MEMBER:
+        raise ValueError("member is not a client role: the table's membership decides it")
+    return _TO_TABLE[role]
 
 
 class Authorizer:
-    """The node's one authority on roles (``node.auth``)."""
+    """The node's one authority on roles (``node.auth``).
 
-    def __init__(self, is_member: Callable[[str], bool], clients: Mapping[str, Role], *,
-                 read_only_client: bool = False, disable_delete: bool = False,
-                 conf_dir: str | None = None) -> None:
+    ``client_role`` looks a non-member peer up (the daemon passes the table's
+    entries, ``table.client_role``, mapped by `from_table`)."""
+
+    def __init__(self, is_member: Callable[[str], bool],
+                 client_role: Callable[[str], Role | None], *,
+                 read_only_client: bool = False, disable_delete: bool = False) -> None:
         self._is_member = is_member
-        self._clients = dict(clients)
+        self._client_role = client_role
         self.read_only_client = read_only_client
         self.disable_delete = disable_delete
-        self._conf_dir = conf_dir
-        self._file_stamp = self._stamp()
-        self._next_check = time.monotonic() + RELOAD_INTERVAL
         self._last_logged: dict[str, float] = {}
         self.refused = 0
 
@@ -90,8 +107,7 @@ class Authorizer:
     def role_of(self, peer_id: str) -> Role | None:
         if self._is_member(peer_id):
             return Role.MEMBER
-        self._maybe_reload()
-        return self._clients.get(peer_id)
+        return self._client_role(peer_id)
 
     def require(self, peer_id: str, needed: Role) -> Role:
         """The caller's role, or UnauthorizedError if it is weaker than ``needed``."""
@@ -112,14 +128,6 @@ class Authorizer:
             self._refuse(peer_id, "deletes are disabled on this cluster")
         return role
 
-    def set_clients(self, clients: Mapping[str, Role]) -> None:
-        self._clients = dict(clients)
-
-    @property
-    def clients(self) -> dict[str, Role]:
-        self._maybe_reload()
-        return dict(self._clients)
-
     # -- internals -------------------------------------------------------------
 
     def _refuse(self, peer_id: str, why: str) -> None:
@@ -132,35 +140,3 @@ class Authorizer:
             self._last_logged[peer_id] = now
             log.warning("refused: %s", why)
         raise UnauthorizedError(why)
-
-    def _stamp(self) -> tuple[int, int] | None:
-        if self._conf_dir is None:
-            return None
-        from dscluster.node.clients import CLIENTS_FILE
-
-        try:
-            st = os.stat(os.path.join(self._conf_dir, CLIENTS_FILE))
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
-
-    def _maybe_reload(self) -> None:
-        if self._conf_dir is None:
-            return
-        now = time.monotonic()
-        if now < self._next_check:
-            return
-        self._next_check = now + RELOAD_INTERVAL
-        stamp = self._stamp()
-        if stamp == self._file_stamp:
-            return
-        self._file_stamp = stamp
-        from dscluster.node.clients import load_clients
-
-        try:
-            self._clients = load_clients(self._conf_dir)
-        except DSClusterError as exc:
-            log.warning("clients file changed but does not parse (keeping the old roles): %s",
-                        exc)
-            return
-        log.info("clients file reloaded: %d clients", len(self._clients))

@@ -8,7 +8,9 @@ close) plus what this package adds:
 
   CoreDriver    the ClusterCore, its state file and the Ready cycle
   GossipLinks   core messages to and from peers on long-lived streams
-  Authorizer    who may do what (node.auth: members and client roles)
+  Authorizer    who may do what (node.auth: members and the table's client roles)
+  ClientsFileSync  DIR/clients: edits there become table entries, and the
+                persisted roles are written back there (node/clients.py)
   StoreService  the store protocol (served by the wire's RpcServer)
   Migrator      ListKeys/MoveKeys, writing to the target with an RpcClient
   JoinServer    (bootstrap node only) hands a node its config for a proof
@@ -16,29 +18,35 @@ close) plus what this package adds:
 
 `run_data_node` starts them in one nursery and yields the running node;
 leaving the block stops every task, closing streams, within a few seconds.
-A restarted node loads its state file (table, epoch, migrations) and resumes;
-config.json's table is only used the very first time.
+A restarted node loads its state file (table with its client roles, epoch,
+migrations) and resumes; config.json's table is only used the very first time.
+`NodeSettings.clients` are merged at every start as entries of version 0: they
+fill in a peer the table knows nothing about and lose to every real change.
+Role changes (`set_client_role`, `revoke_client_role`) return once persisted.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
 
 from dscluster.core.gossip import GossipConfig
-from dscluster.core.node import ClusterCore
+from dscluster.core.node import ClusterCore, PersistentState
 from dscluster.core.slots import SlotSet
-from dscluster.core.table import SlotTable
+from dscluster.core.table import ClientInfo, SlotTable
 from dscluster.datastore import Datastore
 from dscluster.errors import ConfigError
+from dscluster.net.admission import set_trust
 from dscluster.net.host import HostHandle, parse_peer_id
 from dscluster.net.rpc import RpcClient, RpcLimits, open_rpc_client, reject_stream, serve_rpc
-from dscluster.node.auth import Authorizer, Role
+from dscluster.node.auth import Authorizer, Role, from_table, to_table
+from dscluster.node.clients import ClientsFileSync, Edit
 from dscluster.node.driver import CoreDriver
 from dscluster.node.gossip import GossipLinks
 from dscluster.node.keylocks import KeyLocks
@@ -57,7 +65,7 @@ PEER_CALL_TIMEOUT = 30.0
 class NodeSettings:
     conf_dir: str
     table: SlotTable  # config.json's table; used only when there is no state file yet
-    clients: Mapping[str, Role] = field(default_factory=dict)  # peer id -> client role
+    clients: Mapping[str, Role] = field(default_factory=dict)  # seed roles, at version 0
     read_only_client: bool = False
     disable_delete: bool = False
     tick_interval: float = 0.5
@@ -69,18 +77,23 @@ class DataNode:
     """A running node; created by run_data_node."""
 
     def __init__(self, host: HostHandle, datastore: SlotIndexedDatastore, driver: CoreDriver,
-                 links: GossipLinks, rpc: RpcClient, settings: NodeSettings) -> None:
+                 links: GossipLinks, rpc: RpcClient, settings: NodeSettings,
+                 state_file: StateFile) -> None:
         self.host = host
         self.datastore = datastore
         self.driver = driver
         self.links = links
         self.rpc = rpc
         self.settings = settings
+        self.state_file = state_file
         self.locks = KeyLocks()
-        self.auth = Authorizer(driver.is_member, settings.clients,
+        self.auth = Authorizer(driver.is_member,
+                               lambda peer: from_table(driver.core.table.client_role(peer)),
                                read_only_client=settings.read_only_client,
-                               disable_delete=settings.disable_delete,
-                               conf_dir=settings.conf_dir)
+                               disable_delete=settings.disable_delete)
+        self.clients_file = ClientsFileSync(
+            settings.conf_dir, apply=self._apply_file_edits, durable_roles=self._durable_roles,
+            saved=state_file.wait_saved)
         self.service = StoreService(
             driver, datastore, self.locks, auth=self.auth,
             forward_delete=self._forward_delete, my_addrs=lambda: host.addrs)
@@ -101,6 +114,60 @@ class DataNode:
     async def start_migration(self, slots: SlotSet, target: str) -> int:
         return await self.driver.start_migration(slots, target)
 
+    # -- client roles (table entries) ---------------------------------------------
+
+    def client_roles(self) -> dict[str, Role]:
+        """The roles this node's table gives clients now (gossip may still bring news)."""
+        roles = {p: from_table(r) for p, r in self.core.table.client_roles().items()}
+        return {p: r for p, r in roles.items() if r is not None}
+
+    async def set_client_role(self, peer: str, role: Role) -> ClientInfo:
+        """Publish ``role`` for a client; returns the entry once it is persisted.
+
+        BadRequestError for a member (its role is the table's)."""
+        entry: ClientInfo = await self.driver.call(
+            lambda: self.core.set_client(peer, to_table(role), now_ms=_now_ms()))
+        await self._persisted([entry])
+        return entry
+
+    async def revoke_client_role(self, peer: str, only: Role | None = None) -> ClientInfo | None:
+        """Tombstone a client's role (only ``only``, if named); None if it had no such role."""
+        entry: ClientInfo | None = await self.driver.call(
+            lambda: self.core.revoke_client(peer, to_table(only) if only else None,
+                                            now_ms=_now_ms()))
+        if entry is not None:
+            await self._persisted([entry])
+        return entry
+
+    async def _apply_file_edits(self, edits: Sequence[Edit], mtime_ms: int) -> None:
+        def publish() -> list[ClientInfo]:
+            entries = []
+            for peer, role in edits:
+                if self.driver.is_member(peer):
+                    log.warning("clients file lists member %s: ignored (members are the "
+                                "table's)", peer)
+                    continue
+                entries.append(self.core.set_client(peer, to_table(role), now_ms=mtime_ms))
+            return entries
+
+        await self._persisted(await self.driver.call(publish))
+
+    async def _persisted(self, entries: Sequence[ClientInfo]) -> None:
+        """Wait until the state on disk holds ``entries`` (or newer ones)."""
+        def holds(state: PersistentState) -> bool:
+            have = state.table.clients
+            return all(e.id in have and have[e.id].order_key() >= e.order_key()
+                       for e in entries)
+
+        await self.state_file.wait_for(holds)
+
+    def _durable_roles(self) -> dict[str, Role] | None:
+        last = self.state_file.last
+        if last is None:
+            return None
+        roles = {p: from_table(r) for p, r in last.table.client_roles().items()}
+        return {p: r for p, r in roles.items() if r is not None}
+
     async def call_peer(self, peer: str, request: wm.Request) -> wm.Response:
         """A store request to another node (dialing it by its table addresses)."""
         addrs = self.driver.addrs_of(peer)
@@ -116,14 +183,23 @@ class DataNode:
         await self.call_peer(target, wm.Delete(0, key, asking=True))
 
 
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
 def _make_core(me: str, settings: NodeSettings, state_file: StateFile) -> ClusterCore:
     state = state_file.load()
     rng = random.Random()
     if state is not None:
-        log.info("recovered state: epoch %d, %d migrations", state.epoch, len(state.migrations))
-        return ClusterCore(me, state, rng=rng, config=settings.gossip)
-    log.info("first start: table from config.json")
-    return ClusterCore.bootstrap(me, settings.table, rng=rng, config=settings.gossip)
+        log.info("recovered state: epoch %d, %d migrations, %d client roles", state.epoch,
+                 len(state.migrations), len(state.table.client_roles()))
+        core = ClusterCore(me, state, rng=rng, config=settings.gossip)
+    else:
+        log.info("first start: table from config.json")
+        core = ClusterCore.bootstrap(me, settings.table, rng=rng, config=settings.gossip)
+    core.merge_clients(ClientInfo(peer, to_table(role), 0) for peer, role in
+                       settings.clients.items() if peer not in core.table.nodes)
+    return core
 
 
 @asynccontextmanager
@@ -162,11 +238,14 @@ async def _run_data_node(host: HostHandle, datastore: SlotIndexedDatastore,
                             max_backoff=settings.max_backoff)
         driver = CoreDriver(core, state_file, links, settings.tick_interval)
         links.driver = driver
-        node = DataNode(host, datastore, driver, links, rpc, settings)
+        node = DataNode(host, datastore, driver, links, rpc, settings, state_file)
+        # Peers with no role are strangers: small frames, few streams (net/admission.py).
+        set_trust(host.host, lambda peer: node.auth.role_of(peer) is not None)
         host.host.set_stream_handler(wm.GOSSIP_PROTOCOL, links.handle_stream)  # type: ignore[arg-type]
         try:
             async with serve_rpc(host.host, wm.STORE_PROTOCOL, node.service):
                 await nursery.start(driver.run, node.migrator.run)
+                await nursery.start(node.clients_file.run)
                 nursery.start_soon(node.service.count_keys)
                 log.info("node %s serving slots %s", me, core.table.slots_of(me))
                 yield node

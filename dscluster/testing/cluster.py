@@ -3,7 +3,9 @@
 In-process (`local_cluster`): N real libp2p hosts on 127.0.0.1 port 0 in the
 caller's trio run, each with its own datastore (memory by default) and conf
 dir; the table is built from the real bound addresses, so nodes find each
-other at once. `ClusterClientHelper` adds a client host that talks the store
+other at once. `stop_node(i)` / `start_node(i)` stop a node and bring it back
+on the same addresses from its conf dir (state file, clients file) and the
+same datastore, as a restarted process would. `ClusterClientHelper` adds a client host that talks the store
 protocol to whichever node owns a key (a tiny router following MOVED/ASK).
 
 Processes (`ProcessCluster`): `dscfg cluster -n N`, the bootstrap node, and
@@ -20,7 +22,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import trio
 
@@ -39,13 +41,98 @@ FAST_GOSSIP = GossipConfig(heartbeat_ticks=1, pfail_ticks=6, fail_window_ticks=1
 
 
 @dataclass
+class _NodeRunner:
+    """One in-process node in a task of its own, so it can stop and start alone.
+
+    ``open`` starts the task with the host listening (port 0 the first time, the
+    same addresses after a stop) and returns the host; ``run_node`` then runs the
+    node on it; ``stop`` ends both. An error in the node fails the cluster's
+    nursery, so it surfaces in the test."""
+
+    identity: Identity
+    nursery: trio.Nursery
+    listen: list[str] = field(default_factory=list)
+    conf: str = ""
+    datastore: Datastore | None = None
+    settings: NodeSettings | None = None
+    serve_admin: bool = False
+    node: DataNode | None = None
+    _go: trio.Event = field(default_factory=trio.Event)
+    _ready: trio.Event = field(default_factory=trio.Event)
+    _stop: trio.Event = field(default_factory=trio.Event)
+    _done: trio.Event | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._done is not None and not self._done.is_set()
+
+    async def open(self) -> HostHandle:
+        self._go, self._ready, self._stop, self._done = (trio.Event() for _ in range(4))
+        host: HostHandle = await self.nursery.start(self._serve)
+        return host
+
+    async def run_node(self) -> DataNode:
+        self._go.set()
+        await self._ready.wait()
+        assert self.node is not None
+        return self.node
+
+    async def start(self) -> DataNode:
+        await self.open()
+        return await self.run_node()
+
+    async def stop(self) -> None:
+        if self.running:
+            assert self._done is not None
+            self._stop.set()
+            await self._done.wait()
+
+    async def _serve(self, *, task_status: trio.TaskStatus[HostHandle]) -> None:
+        from dscluster.node.admin import serve_admin
+
+        assert self._done is not None
+        try:
+            async with open_host(self.identity, self.listen or ["/ip4/127.0.0.1/tcp/0"]) as host:
+                self.listen = host.listen_addrs
+                task_status.started(host)
+                await self._go.wait()
+                assert self.datastore is not None and self.settings is not None
+                async with run_data_node(host, self.datastore, self.settings) as node, \
+                        AsyncExitStack() as stack:
+                    if self.serve_admin:
+                        await stack.enter_async_context(serve_admin(node, self.conf))
+                    self.node = node
+                    self._ready.set()
+                    await self._stop.wait()
+        finally:
+            self.node = None
+            self._done.set()
+
+
+@dataclass
 class InProcessCluster:
     nodes: list[DataNode]
     table: SlotTable
     client_identity: Identity
+    _runners: list[_NodeRunner] = field(default_factory=list, repr=False)
 
     def node(self, peer_id: str) -> DataNode:
         return next(n for n in self.nodes if n.peer_id == peer_id)
+
+    def conf(self, i: int) -> str:
+        return self._runners[i].conf
+
+    def running(self, i: int) -> bool:
+        return self._runners[i].running
+
+    async def stop_node(self, i: int) -> None:
+        """Stop node i cleanly; its conf dir and datastore stay for `start_node`."""
+        await self._runners[i].stop()
+
+    async def start_node(self, i: int) -> DataNode:
+        """Start node i again on the addresses it had; ``nodes[i]`` is the new node."""
+        self.nodes[i] = await self._runners[i].start()
+        return self.nodes[i]
 
     def owner_of(self, key: str) -> DataNode:
         return self.node(self.nodes[0].core.table.owner(key_slot(key)) or "")
@@ -57,31 +144,45 @@ async def local_cluster(
     datastore: Callable[[int], Datastore] | None = None,
     tick_interval: float = 0.1, gossip: GossipConfig = FAST_GOSSIP,
     identities: Sequence[Identity] | None = None, extra_members: Sequence[str] = (),
+    admins: Sequence[str] | None = None,
 ) -> AsyncIterator[InProcessCluster]:
     """N running nodes on loopback; a client identity is authorized read-write.
 
     ``extra_members`` are peer IDs listed as slot-less members without a
-    running node (a test host can then speak gossip as a member).
+    running node (a test host can then speak gossip as a member). With
+    ``admins`` every node serves the admin protocol, those peers listed in its
+    DIR/admins.
     """
     identities = list(identities or [Identity.generate() for _ in range(n)])
     client = Identity.generate()
-    async with AsyncExitStack() as stack:
-        hosts: list[HostHandle] = [await stack.enter_async_context(open_host(i))
-                                   for i in identities]
-        ids = [h.peer_id.to_base58() for h in hosts]
-        table = SlotTable.initial(ids, {pid: h.listen_addrs for pid, h in zip(ids, hosts,
-                                                                               strict=True)})
-        table.merge_nodes([NodeInfo(m, (), NodeRole.DATA, 1) for m in extra_members])
-        nodes = []
-        for i, host in enumerate(hosts):
-            conf = os.path.join(os.fspath(base_dir), f"node{i}")
-            os.makedirs(conf, exist_ok=True)
-            ds = datastore(i) if datastore else MemoryDatastore()
-            settings = NodeSettings(conf, table.copy(), {client.peer_id_str: Role.READ_WRITE},
-                                    tick_interval=tick_interval, gossip=gossip,
-                                    max_backoff=0.5)
-            nodes.append(await stack.enter_async_context(run_data_node(host, ds, settings)))
-        yield InProcessCluster(nodes, table, client)
+    async with trio.open_nursery() as nursery:
+        runners = [_NodeRunner(i, nursery) for i in identities]
+        try:
+            hosts = [await runner.open() for runner in runners]
+            ids = [h.peer_id.to_base58() for h in hosts]
+            table = SlotTable.initial(ids, {pid: h.listen_addrs
+                                            for pid, h in zip(ids, hosts, strict=True)})
+            table.merge_nodes([NodeInfo(m, (), NodeRole.DATA, 1) for m in extra_members])
+            cluster = InProcessCluster([], table, client, runners)
+            for i, runner in enumerate(runners):
+                runner.conf = conf = os.path.join(os.fspath(base_dir), f"node{i}")
+                os.makedirs(conf, exist_ok=True)
+                if admins is not None:
+                    with open(os.path.join(conf, "admins"), "w", encoding="utf-8") as f:
+                        f.write("".join(f"{a}\n" for a in admins))
+                runner.datastore = datastore(i) if datastore else MemoryDatastore()
+                runner.settings = NodeSettings(conf, table.copy(),
+                                               {client.peer_id_str: Role.READ_WRITE},
+                                               tick_interval=tick_interval, gossip=gossip,
+                                               max_backoff=0.5)
+                runner.serve_admin = admins is not None
+                cluster.nodes.append(await runner.run_node())
+            yield cluster
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(60):
+                for runner in reversed(runners):
+                    await runner.stop()
+            nursery.cancel_scope.cancel()  # anything a stuck stop left behind
 
 
 class StoreClient:

@@ -1,17 +1,27 @@
-"""Authorizer and clients file: roles, old format, refusals, reload on change."""
+"""Authorizer and clients file: roles, old format, refusals, the file's seed/export rule."""
 
 import logging
 import os
 import stat
-import time
+from collections.abc import Mapping, Sequence
 
 import pytest
+import trio
 
+from dscluster.core.table import ClientRole
 from dscluster.errors import ConfigError, UnauthorizedError
 from dscluster.net.host import Identity
-from dscluster.node import auth as auth_mod
-from dscluster.node.auth import Authorizer, Role
-from dscluster.node.clients import format_clients, load_clients, save_clients
+from dscluster.node.auth import Authorizer, Role, from_table, to_table
+from dscluster.node.clients import (
+    CLIENTS_FILE,
+    SYNCED_FILE,
+    ClientsFileSync,
+    Edit,
+    diff_clients,
+    format_clients,
+    load_clients,
+    save_clients,
+)
 
 MEMBER = Identity.generate().peer_id_str
 RO, RW, ADMIN, STRANGER = (Identity.generate().peer_id_str for _ in range(4))
@@ -19,7 +29,7 @@ CLIENTS = {RO: Role.READ_ONLY, RW: Role.READ_WRITE, ADMIN: Role.ADMIN}
 
 
 def make(**kw: object) -> Authorizer:
-    return Authorizer(lambda p: p == MEMBER, CLIENTS, **kw)  # type: ignore[arg-type]
+    return Authorizer(lambda p: p == MEMBER, CLIENTS.get, **kw)  # type: ignore[arg-type]
 
 
 ALLOWED = {
@@ -94,19 +104,139 @@ def test_clients_file_bad_lines(tmp_path: os.PathLike[str], line: str) -> None:
         load_clients(d)
 
 
-def test_reload_on_change_keeps_old_roles_on_garbage(tmp_path: os.PathLike[str],
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auth_mod, "RELOAD_INTERVAL", 0.0)
-    d = str(tmp_path)
-    save_clients(d, [f"{RO} read-only"])
-    a = Authorizer(lambda p: False, load_clients(d), conf_dir=d)
+def test_roles_come_from_the_lookup_at_every_call() -> None:
+    roles: dict[str, Role] = {}
+    a = Authorizer(lambda p: p == MEMBER, roles.get)
     assert a.role_of(RW) is None
-    save_clients(d, [f"{RO} read-only", f"{RW} read-write"])
-    os.utime(os.path.join(d, "clients"), ns=(time.time_ns() + 10**9,) * 2)
-    assert a.role_of(RW) is Role.READ_WRITE
-    with open(os.path.join(d, "clients"), "a") as f:
+    roles[RW] = Role.READ_WRITE  # the table learned it (gossip, an admin call)
+    assert a.require(RW, Role.READ_WRITE) is Role.READ_WRITE
+    del roles[RW]
+    with pytest.raises(UnauthorizedError):
+        a.require(RW, Role.READ_ONLY)
+
+
+def test_table_role_mapping() -> None:
+    for role in (Role.READ_ONLY, Role.READ_WRITE, Role.ADMIN):
+        assert from_table(to_table(role)) is role
+    assert to_table(None) is ClientRole.NONE
+    assert from_table(ClientRole.NONE) is None and from_table(None) is None
+    with pytest.raises(ValueError):
+        to_table(Role.MEMBER)
+
+
+def test_diff_clients() -> None:
+    old = {RO: Role.READ_ONLY, RW: Role.READ_WRITE}
+    new = {RO: Role.ADMIN, ADMIN: Role.ADMIN}
+    assert sorted(diff_clients(old, new), key=str) == sorted(
+        [(RO, Role.ADMIN), (ADMIN, Role.ADMIN), (RW, None)], key=str)
+    assert diff_clients(old, dict(old)) == []
+
+
+class FakeTable:
+    """What ClientsFileSync sees of a node: edits applied, roles persisted at once."""
+
+    def __init__(self, roles: Mapping[str, Role] | None = None) -> None:
+        self.roles: dict[str, Role] = dict(roles or {})
+        self.applied: list[tuple[list[Edit], int]] = []
+
+    async def apply(self, edits: Sequence[Edit], now_ms: int) -> None:
+        self.applied.append((list(edits), now_ms))
+        for peer, role in edits:
+            if role is None:
+                self.roles.pop(peer, None)
+            else:
+                self.roles[peer] = role
+
+    def durable(self) -> dict[str, Role]:
+        return dict(self.roles)
+
+    def sync(self, conf: str) -> ClientsFileSync:
+        return ClientsFileSync(conf, apply=self.apply, durable_roles=self.durable,
+                               saved=trio.sleep_forever)
+
+
+async def _first_pass(sync: ClientsFileSync) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(sync.run)
+        nursery.cancel_scope.cancel()
+
+
+async def test_file_seeds_the_table_at_first_start_and_gets_the_roles_back(tmp_path) -> None:
+    d = str(tmp_path)
+    save_clients(d, [f"{RO} read-only", f"{RW}"])
+    os.utime(os.path.join(d, CLIENTS_FILE), ns=(1_700_000_000_123_000_000,) * 2)
+    table = FakeTable({ADMIN: Role.ADMIN})  # learned elsewhere
+    await _first_pass(table.sync(d))
+    # no clients.synced yet: every line is an edit, none a removal, at the file's mtime
+    assert table.applied == [(sorted([(RO, Role.READ_ONLY), (RW, Role.READ_WRITE)]),
+                              1_700_000_000_123)]
+    # then the node writes the roles back (the file is its mirror) and remembers the text
+    assert load_clients(d) == {RO: Role.READ_ONLY, RW: Role.READ_WRITE, ADMIN: Role.ADMIN}
+    for name in (CLIENTS_FILE, SYNCED_FILE):
+        assert stat.S_IMODE(os.stat(os.path.join(d, name)).st_mode) == 0o600
+    with open(os.path.join(d, SYNCED_FILE)) as f, open(os.path.join(d, CLIENTS_FILE)) as g:
+        assert f.read() == g.read()
+
+
+async def test_a_stale_file_never_takes_a_change_back(tmp_path) -> None:
+    d = str(tmp_path)
+    table = FakeTable({RO: Role.READ_ONLY, RW: Role.READ_WRITE})
+    await _first_pass(table.sync(d))  # exported: the file and clients.synced hold both
+    assert load_clients(d) == table.roles and table.applied == []
+    # the node is stopped; meanwhile the cluster drops RW and adds ADMIN (its persisted
+    # table learns that by gossip after the restart, here: at once)
+    table.roles = {RO: Role.READ_ONLY, ADMIN: Role.ADMIN}
+    await _first_pass(table.sync(d))
+    assert table.applied == []  # the unedited (stale) file made no edit
+    assert load_clients(d) == {RO: Role.READ_ONLY, ADMIN: Role.ADMIN}
+
+
+async def test_edits_while_stopped_or_running_are_diffs_against_the_last_sync(tmp_path) -> None:
+    d = str(tmp_path)
+    table = FakeTable({RO: Role.READ_ONLY, RW: Role.READ_WRITE})
+    await _first_pass(table.sync(d))
+    # edited while the node was down: RO promoted, RW's line deleted, ADMIN added
+    save_clients(d, [f"{RO} admin", f"{ADMIN} admin"])
+    table.roles[STRANGER] = Role.READ_ONLY  # a change from elsewhere, not in the file
+    sync = table.sync(d)
+    await _first_pass(sync)
+    edits, _ = table.applied[0]
+    assert sorted(edits, key=str) == sorted(
+        [(RO, Role.ADMIN), (ADMIN, Role.ADMIN), (RW, None)], key=str)
+    # STRANGER is not revoked (the operator did not remove a line for it) and is exported
+    assert load_clients(d) == {RO: Role.ADMIN, ADMIN: Role.ADMIN, STRANGER: Role.READ_ONLY}
+    # a running node: the next look picks up an edit
+    save_clients(d, [f"{RO} admin", f"{ADMIN} admin", f"{STRANGER} read-write"])
+    await sync.sync_once()
+    assert table.applied[-1][0] == [(STRANGER, Role.READ_WRITE)]
+    await sync.sync_once()  # nothing new: no edit, no rewrite
+    assert len(table.applied) == 2
+
+
+async def test_garbage_is_left_alone_and_a_missing_file_is_not_a_revocation(
+        tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    d = str(tmp_path)
+    table = FakeTable({RO: Role.READ_ONLY})
+    sync = table.sync(d)
+    await _first_pass(sync)
+    path = os.path.join(d, CLIENTS_FILE)
+    with open(path, "a") as f:
         f.write("garbage garbage garbage\n")
-    assert a.role_of(RW) is Role.READ_WRITE  # the previous roles stay
+    with caplog.at_level(logging.WARNING, logger="dscluster.node.clients"):
+        for _ in range(3):
+            await sync.sync_once()
+    assert sum("does not parse" in r.getMessage() for r in caplog.records) == 1
+    assert "garbage" in open(path).read()  # not exported over the operator's file
+    assert table.applied == [] and table.roles == {RO: Role.READ_ONLY}
+    os.unlink(path)
+    await sync.sync_once()
+    assert table.applied == [] and load_clients(d) == {RO: Role.READ_ONLY}
+
+
+async def test_no_roles_and_no_file_writes_nothing(tmp_path) -> None:
+    d = str(tmp_path)
+    await _first_pass(FakeTable().sync(d))
+    assert not os.path.exists(os.path.join(d, CLIENTS_FILE))
 
 
 def test_role_parse() -> None:
