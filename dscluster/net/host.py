@@ -50,6 +50,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from dscluster.errors import ConfigError, UnavailableError
 from dscluster.net import libp2p_fixes, pnet
+from dscluster.net.admission import admission_of
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def _build_host(identity: Identity, swarm_key: bytes | None) -> IHost:
     if swarm_key is not None:
         pnet.install()
     noise = NoiseTransport(identity.key_pair, noise_privkey=new_x25519_key_pair().private_key)
-    return new_host(
+    host = new_host(
         key_pair=identity.key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},  # type: ignore[dict-item]
@@ -185,6 +186,8 @@ def _build_host(identity: Identity, swarm_key: bytes | None) -> IHost:
         connection_config=ConnectionConfig(max_connections_per_peer=1, min_connections=0),
         psk=swarm_key.hex() if swarm_key is not None else None,
     )
+    admission_of(host)  # guards new streams from the start (everyone trusted until set_trust)
+    return host
 
 
 async def prepare_dial(host: IHost, peer: ID) -> None:

@@ -72,11 +72,13 @@ import libp2p.transport.tcp.tcp as libp2p_tcp
 import trio
 from libp2p.abc import IMuxedConn
 from libp2p.io.trio import TrioTCPStream
+from libp2p.network.connection.exceptions import RawConnError
 from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.network.swarm import Swarm
-from libp2p.stream_muxer.yamux.yamux import YamuxStream
+from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux, YamuxStream
 
 from dscluster.logutil import RateLimitedLog
+from dscluster.net.admission import admission_of_network
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ def install() -> None:
         return
     _install_inbound_release()
     _install_no_reuseport()
+    _install_window_bound()
     if enabled():
         _install_read_ahead()
         _install_window_updates()
@@ -127,6 +130,7 @@ class ConnectionCaps:
     max_inbound: int = 1024  # from everyone
     max_per_ip: int = 256  # from one IP address (all of loopback's clients share 127.0.0.1)
     max_per_peer: int = 4  # from one peer ID (one is the norm: connect() reuses it)
+    max_strangers: int = 64  # from peers with no role here (dscluster/net/admission.py)
 
 
 @dataclass
@@ -137,6 +141,7 @@ class InboundStats:
     by_ip: Counter[str] = field(default_factory=Counter)
     by_peer: Counter[str] = field(default_factory=Counter)
     open: int = 0  # connections held now (handshaking or up)
+    strangers: int = 0  # of them, from peers with no role here
     accepted: int = 0  # connections that completed the upgrade
     refused: int = 0  # refused by a cap
     failed: int = 0  # handshakes that failed (garbage, timeouts, wrong swarm key)
@@ -224,10 +229,21 @@ async def _serve_inbound(swarm: Swarm, stats: InboundStats, stream: Any, maddr: 
             peer, stats.by_peer[peer], caps.max_per_peer)
         await _close_quietly(muxed)
         return
+    stranger = admission_of_network(swarm).is_stranger(peer)
+    if stranger and stats.strangers >= caps.max_strangers:
+        stats.refused += 1
+        stats.refusals.warning(
+            "stranger-cap", peer, "refused a connection from %s: it is not authorized here "
+            "and %d such connections are open (at most %d)",
+            peer, stats.strangers, caps.max_strangers)
+        await _close_quietly(muxed)
+        return
     stats.by_peer[peer] += 1
+    stats.strangers += stranger
     try:
         await muxed.event_closed.wait()  # type: ignore[attr-defined]
     finally:
+        stats.strangers -= stranger
         stats.by_peer[peer] -= 1
         if not stats.by_peer[peer]:
             del stats.by_peer[peer]
@@ -240,6 +256,58 @@ def _install_no_reuseport() -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 
     libp2p_tcp._set_reuse_flags = set_reuse_flags
+
+
+class WindowExceeded(RawConnError):
+    """A peer sent a stream more than the receive window it was given."""
+
+
+class _BoundedBuffer(bytearray):
+    """A yamux stream's receive buffer that refuses bytes beyond the stream's window."""
+
+    __slots__ = ("conn", "stream_id")
+
+    def extend(self, data: Any) -> None:
+        stream = self.conn.streams.get(self.stream_id)
+        window = stream.target_recv_window if stream is not None else DEFAULT_WINDOW_SIZE
+        if len(self) + len(data) > window:
+            _window_violations.warning(
+                "yamux-window", self.conn.peer_id, "closing the connection of %s: it sent "
+                "%d bytes on a stream with a receive window of %d", self.conn.peer_id,
+                len(self) + len(data), window)
+            self.conn.event_shutting_down.set()  # yamux's read loop then closes the connection
+            raise WindowExceeded("")  # empty: py-libp2p logs it as a normal shutdown
+        super().extend(data)
+
+
+class _BoundedBuffers(dict[int, bytearray]):
+    def __init__(self, conn: Any) -> None:
+        super().__init__()
+        self.conn = conn
+
+    def __setitem__(self, stream_id: int, buffer: bytearray) -> None:
+        if not isinstance(buffer, _BoundedBuffer):
+            bounded = _BoundedBuffer(buffer)
+            bounded.conn = self.conn
+            bounded.stream_id = stream_id
+            buffer = bounded
+        super().__setitem__(stream_id, buffer)
+
+
+_window_violations = RateLimitedLog(log)
+
+
+def _install_window_bound() -> None:
+    """py-libp2p's yamux only logs a peer that exceeds a stream's receive window and keeps
+    buffering: a stranger could make a node hold any amount. go-yamux closes such a
+    session (ErrRecvWindowExceeded), and so do we."""
+    shipped_init = Yamux.__init__
+
+    def init(self: Yamux, *args: Any, **kwargs: Any) -> None:
+        shipped_init(self, *args, **kwargs)
+        self.stream_buffers = _BoundedBuffers(self)
+
+    Yamux.__init__ = init  # type: ignore[method-assign]
 
 
 # -- the byte path -----------------------------------------------------------------

@@ -50,6 +50,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 
 from dscluster.errors import BadRequestError, DSClusterError, ProtocolError, UnavailableError
+from dscluster.net.admission import STRANGER_FRAME, admission_of
 from dscluster.net.host import prepare_dial
 from dscluster.wire.framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from dscluster.wire.messages import (
@@ -66,6 +67,8 @@ from dscluster.wire.messages import (
 from dscluster.wire.schema import Message, decode
 
 log = logging.getLogger(__name__)
+
+STRANGER_FRAME_TIMEOUT = 2.0  # a stranger's started frame must complete within this
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,9 @@ class RpcServer:
         self.protocol = protocol
         self.service = service
         self.limits = limits
+        self._stranger_limits = dataclasses.replace(
+            limits, max_frame_size=STRANGER_FRAME, read_size=STRANGER_FRAME,
+            frame_timeout=STRANGER_FRAME_TIMEOUT, max_in_flight=4)
         self._scopes: set[trio.CancelScope] = set()
         self._streams_of: dict[ID, int] = {}
         self.streams_accepted = 0
@@ -213,8 +219,10 @@ class RpcServer:
 
     async def handle_stream(self, stream: INetStream) -> None:
         """py-libp2p's stream handler: runs in the host's task for this stream."""
-        fs = FramedStream(stream, self.limits)
-        peer = fs.peer
+        peer = stream.muxed_conn.peer_id
+        stranger = admission_of(self.host).is_stranger(peer.to_base58())
+        # A stranger can only be refused: it never needs large frames or slow ones.
+        fs = FramedStream(stream, self._stranger_limits if stranger else self.limits)
         if self._streams_of.get(peer, 0) >= self.limits.max_streams_per_peer:
             log.warning("%s: %s already has %d streams open; refusing another",
                         self.protocol, peer, self.limits.max_streams_per_peer)
