@@ -219,7 +219,7 @@ def members() -> None:
 
 auth_app = typer.Typer(name="auth", no_args_is_help=True, add_completion=False,
                        pretty_exceptions_enable=False,
-                       help="Client roles (read-only, read-write, admin) on every node.")
+                       help="Client roles (read-only, read-write, admin): cluster state.")
 app.add_typer(auth_app)
 
 

@@ -15,9 +15,10 @@ Gossip: Ping carries a digest (one hash per slot bucket, one for the
 membership and one for the client roles), the sender's suspicions (PFAIL) and
 the nodes it believes FAIL; Pong answers with the same plus the runs of the
 buckets that differed, and the nodes or the client entries when their hash
-differed; TableDelta pushes runs, nodes and client entries. Migration: MigrateBegin / MigrateBeginAck /
-MigrateAbort / Handoff / HandoffAck, all carrying the migration id chosen by
-the source so stale retransmissions are recognised.
+differed; TableDelta pushes runs, nodes and client entries. Migration:
+MigrateBegin / MigrateBeginAck / MigrateAbort / Handoff / HandoffAck, all
+carrying the migration id chosen by the source so stale retransmissions are
+recognised.
 """
 
 from __future__ import annotations

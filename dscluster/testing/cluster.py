@@ -5,8 +5,9 @@ caller's trio run, each with its own datastore (memory by default) and conf
 dir; the table is built from the real bound addresses, so nodes find each
 other at once. `stop_node(i)` / `start_node(i)` stop a node and bring it back
 on the same addresses from its conf dir (state file, clients file) and the
-same datastore, as a restarted process would. `ClusterClientHelper` adds a client host that talks the store
-protocol to whichever node owns a key (a tiny router following MOVED/ASK).
+same datastore, as a restarted process would. `ClusterClientHelper` adds a
+client host that talks the store protocol to whichever node owns a key (a tiny
+router following MOVED/ASK).
 
 Processes (`ProcessCluster`): `dscfg cluster -n N`, the bootstrap node, and
 the others joining with --bootstrapper/--identity, exactly as an operator

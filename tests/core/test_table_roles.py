@@ -126,7 +126,8 @@ def test_cbor_round_trip_with_roles_and_old_tables_decode_as_none() -> None:
 
 
 @pytest.mark.parametrize("clients", [
-    5, [5], [{"id": "X", "role": "root", "version": 1}], [{"id": "", "role": "admin", "version": 1}],
+    5, [5], [{"id": "X", "role": "root", "version": 1}],
+    [{"id": "", "role": "admin", "version": 1}],
     [{"id": "X", "role": "admin", "version": -1}], [{"id": "X", "role": "admin", "version": "1"}],
     [{"id": "X" * 129, "role": "admin", "version": 1}], [{"role": "admin", "version": 1}],
 ])

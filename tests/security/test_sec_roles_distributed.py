@@ -42,7 +42,8 @@ def key_owned_by(table, peer: str, prefix: str) -> str:
                 if table.owner(key_slot(k)) == peer)
 
 
-async def until(check, timeout: float = 10, step: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+async def until(check, timeout: float = 10,  # type: ignore[no-untyped-def]
+                step: float = 0.05) -> None:
     with trio.fail_after(timeout):
         while not check():
             await trio.sleep(step)
