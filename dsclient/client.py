@@ -54,6 +54,7 @@ from dscluster.datastore.key import Key
 from dscluster.datastore.query import Entry, Query, Results, naive_results
 from dscluster.errors import (
     AskError,
+    BadKeyError,
     BadRequestError,
     ConfigError,
     DatastoreClosedError,
@@ -201,6 +202,8 @@ class ClusterClient(Datastore):
             k = str(bop.key)
             last.pop(k, None)
             last[k] = bop.value
+        for k, v in last.items():
+            check_request(k, v)
         todo = [Op(OpKind.DELETE if v is None else OpKind.PUT, k, v) for k, v in last.items()]
         await self.execute(todo)
         for op in todo:
@@ -208,6 +211,9 @@ class ClusterClient(Datastore):
                 raise op.error
 
     async def _query(self, q: Query) -> Results:
+        if q.offset + q.limit > MAX_QUERY_WINDOW:  # nodes are asked for offset + limit
+            raise BadRequestError(f"query offset + limit must be below 2**63 "
+                                  f"(got {q.offset} + {q.limit})")
         try:
             wire = wm.Query.from_query(0, node_query(q), self.options.query_chunk)
             local = None
@@ -249,6 +255,7 @@ class ClusterClient(Datastore):
     # -- operations --------------------------------------------------------------------
 
     async def _one(self, kind: OpKind, key: str, value: bytes | None = None) -> object:
+        check_request(key, value)
         op = Op(kind, key, value)
         await self.execute([op])
         if op.error is not None:
@@ -447,6 +454,20 @@ def _no_dial_retries(host: HostHandle) -> None:
     network = host.host.get_network()
     if isinstance(network, Swarm):
         network.retry_config = RetryConfig(max_retries=0)
+
+
+MAX_QUERY_WINDOW = 2**63 - 1  # the wire's unsigned fields are read as int64 by Go peers
+# A value must fit in one frame with its key and the message's few bytes of overhead.
+MAX_VALUE = RpcLimits().max_frame_size - wm.MAX_KEY_LEN * 4 - 64
+
+
+def check_request(key: str, value: bytes | None) -> None:
+    """Refuse here what a node would refuse as a broken message (which resets the stream
+    that other requests share): over-long keys and values that cannot fit a frame."""
+    if len(key) > wm.MAX_KEY_LEN:
+        raise BadKeyError(f"key of {len(key)} characters: at most {wm.MAX_KEY_LEN}")
+    if value is not None and len(value) > MAX_VALUE:
+        raise BadRequestError(f"value of {len(value)} bytes: at most {MAX_VALUE} in one key")
 
 
 def _one_line(exc: BaseException) -> str:

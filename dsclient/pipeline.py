@@ -27,8 +27,9 @@ from dataclasses import dataclass, field
 
 import trio
 
-from dscluster.errors import DSClusterError, ProtocolError
+from dscluster.errors import BadRequestError, DSClusterError, ProtocolError
 from dscluster.wire import messages as wm
+from dscluster.wire.framing import FRAME_LIMIT_TEXT
 
 log = logging.getLogger(__name__)
 
@@ -198,12 +199,28 @@ class NodePipe:
         try:
             self.messages_sent += 1
             self.ops_sent += len(ops)
-            try:
-                response = await self._send(request)
-            except DSClusterError as exc:
-                for op in ops:
-                    op.fail(exc)
-                return
-            settle(ops, response)
+            await self._send_and_settle(request, ops)
         finally:
             self._slots.release()
+
+    async def _send_and_settle(self, request: wm.Request, ops: list[Op]) -> None:
+        try:
+            response = await self._send(request)
+        except BadRequestError as exc:
+            if len(ops) > 1 and isinstance(request, wm.GetMany) and FRAME_LIMIT_TEXT in str(exc):
+                # Large values whose answers together exceed a frame: ask in halves.
+                half = len(ops) // 2
+                for group in (ops[:half], ops[half:]):
+                    keys = tuple(op.key for op in group)
+                    await self._send_and_settle(wm.GetMany(0, keys, asking=request.asking),
+                                                group)
+                return
+            for op in ops:
+                op.fail(exc)
+            return
+        except DSClusterError as exc:
+            for op in ops:
+                op.fail(exc)
+            return
+        settle(ops, response)
+

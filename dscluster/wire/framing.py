@@ -21,6 +21,7 @@ from dscluster.errors import BadRequestError, ProtocolError
 
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024  # a 4 MiB value plus overhead fits easily
 MAX_VARINT_BYTES = 9  # multiformats unsigned-varint: at most 63 bits
+FRAME_LIMIT_TEXT = "exceeds the frame limit"  # in the error a too-large answer comes back as
 
 
 def encode_varint(value: int) -> bytes:
@@ -38,7 +39,7 @@ def encode_frame(payload: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -
     """One frame; BadRequestError if the payload exceeds the limit (our mistake, not the peer's)."""
     if len(payload) > max_frame_size:
         raise BadRequestError(
-            f"message of {len(payload)} bytes exceeds the frame limit of {max_frame_size}"
+            f"message of {len(payload)} bytes {FRAME_LIMIT_TEXT} of {max_frame_size}"
         )
     return encode_varint(len(payload)) + payload
 
