@@ -40,10 +40,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import trio
 from libp2p.abc import IHost, INetStream
 
 from dscluster.logutil import RateLimitedLog
+from dscluster.net.streams import reset_stream
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,7 @@ def _guard_streams(network: Any, admission: Admission) -> None:
                 "and strangers hold %d streams (%d its own; at most %d, %d each)",
                 peer, admission.streams, admission.streams_of[peer],
                 limits.stranger_streams, limits.streams_per_stranger)
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                try:
-                    await stream.reset()
-                except Exception as exc:  # py-libp2p raises assorted types
-                    log.debug("reset of a stranger's stream failed: %r", exc)
+            await reset_stream(stream, timeout=1)
             return
         admission.streams += 1
         admission.streams_of[peer] += 1

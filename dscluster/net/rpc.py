@@ -52,6 +52,7 @@ from libp2p.peer.id import ID
 from dscluster.errors import BadRequestError, DSClusterError, ProtocolError, UnavailableError
 from dscluster.net.admission import STRANGER_FRAME, admission_of
 from dscluster.net.host import prepare_dial
+from dscluster.net.streams import reset_stream
 from dscluster.wire.framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
 from dscluster.wire.messages import (
     Cancel,
@@ -420,11 +421,7 @@ class RpcServer:
 
 async def reject_stream(stream: INetStream) -> None:
     """A stream handler for a protocol no longer served: reset the stream."""
-    with trio.CancelScope(shield=True), trio.move_on_after(1):
-        try:
-            await stream.reset()
-        except Exception as exc:
-            log.debug("reset of a stream to a closed server failed: %r", exc)
+    await reset_stream(stream, timeout=1)
 
 
 @asynccontextmanager

@@ -27,6 +27,7 @@ from dscluster.core import messages as core_messages
 from dscluster.core.messages import Message
 from dscluster.errors import BadRequestError, ProtocolError, UnavailableError
 from dscluster.net.host import HostHandle, parse_peer_id, prepare_dial
+from dscluster.net.streams import reset_stream
 from dscluster.node.driver import CoreDriver
 from dscluster.wire.framing import FrameDecoder, encode_frame
 from dscluster.wire.messages import GOSSIP_PROTOCOL
@@ -98,11 +99,11 @@ class GossipLinks:
                         await stream.write(payload)
                 except (Exception, trio.TooSlowError) as exc:
                     log.debug("gossip write to %s failed: %r", peer, exc)
-                    await _reset(stream)
+                    await reset_stream(stream)
                     stream = None
         finally:
             if stream is not None:
-                await _reset(stream)
+                await reset_stream(stream)
 
     async def _open(self, peer: str) -> INetStream:
         pid = parse_peer_id(peer)
@@ -129,7 +130,7 @@ class GossipLinks:
         if driver is None or not driver.is_member(peer):
             self.refused_streams += 1
             log.warning("refused gossip from %s: not a cluster member", peer)
-            await _reset(stream)
+            await reset_stream(stream)
             return
         decoder = FrameDecoder(MAX_GOSSIP_FRAME)
         try:
@@ -149,12 +150,5 @@ class GossipLinks:
             self.broken_streams += 1
             log.warning("reset gossip stream from %s: %s", peer, exc)
         finally:
-            await _reset(stream)
+            await reset_stream(stream)
 
-
-async def _reset(stream: INetStream) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(2):
-        try:
-            await stream.reset()
-        except Exception as exc:
-            log.debug("reset of a gossip stream failed: %r", exc)

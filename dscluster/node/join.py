@@ -61,6 +61,7 @@ from dscluster.errors import (
 )
 from dscluster.logutil import RateLimitedLog
 from dscluster.net.host import HostHandle, Identity, open_host, parse_multiaddr, parse_peer_id
+from dscluster.net.streams import reset_stream
 from dscluster.wire.framing import FrameDecoder, encode_frame
 from dscluster.wire.messages import JOIN_PROTOCOL
 from dscluster.wire.schema import loads_one
@@ -206,7 +207,7 @@ class JoinServer:
                                                   "streams at once"})
                 except Exception as exc:  # the stranger may be gone already
                     log.debug("join: could not tell %s: %r", joiner, exc)
-            await _reset(stream)
+            await reset_stream(stream)
             return
         self._open[joiner] = open_now + 1
         try:
@@ -261,15 +262,8 @@ class JoinServer:
             self._rlog.warning("timeout", joiner, "join: %s timed out", joiner)
         except Exception as exc:  # the stream broke
             self._rlog.info("failed", joiner, "join: stream from %s failed: %r", joiner, exc)
-        await _reset(stream)
+        await reset_stream(stream)
 
-
-async def _reset(stream: INetStream) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(2):
-        try:
-            await stream.reset()
-        except Exception as exc:
-            log.debug("join: reset failed: %r", exc)
 
 
 async def fetch_config(bootstrapper: str, identity: str, secret: str,
