@@ -9,7 +9,7 @@ SEEDS ?= 200
 MINUTES ?= 10
 PYTEST_ARGS ?=
 
-.PHONY: install test test-slow test-kill lint run bench simulate fuzz clean
+.PHONY: install test test-slow test-kill lint run bench simulate fuzz soak clean
 
 $(PY):
 	python3 -m venv .venv
@@ -40,6 +40,10 @@ bench: install
 
 simulate: install
 	$(PY) -m dscluster.testing.simulate --seeds $(SEEDS)
+
+# churn soak: short and long-lived clients, a stranger, kill -9 every minute
+soak: install
+	$(PY) -m bench.soak --minutes $(MINUTES)
 
 fuzz: install
 	$(PY) -m dscluster.testing.fuzz --minutes $(MINUTES)

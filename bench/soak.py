@@ -1,6 +1,7 @@
-"""Soak: mixed load on real processes, a node killed -9 every minute, a fuzzing peer.
+"""Soak: mixed load on real processes, a node killed -9 every minute, a fuzzing peer,
+short-lived client sessions and a stranger stalling inside frames.
 
-    python -m bench.soak --minutes 10
+    python -m bench.soak --minutes 10      (or: make soak MINUTES=10)
 
 Three ``dscluster`` processes (leveldb) as ProcessCluster starts them. Writers
 put, get and delete in their own key spaces and remember the last
@@ -8,7 +9,12 @@ acknowledged state of every key; a put or delete whose outcome is unknown (an
 error after the request may have landed) marks its key uncertain. Every
 ``--kill-every`` seconds one node (round robin) gets SIGKILL and is restarted
 two seconds later. A fuzzing peer sends garbage streams to every node all the
-while. At the end every certain key is read back: ``lost`` must be 0.
+while. At the end every certain key is read back: ``lost`` must be 0. Meanwhile a
+churner opens and closes client sessions (a new connection, one put and get,
+closed) back to back, and a stranger (no role) keeps opening streams that
+announce big frames and stall; each minute prints sessions opened, each
+daemon's RSS and what the stranger got: sessions per minute must stay steady
+and RSS flat (issue 14: a node stopped accepting after ~300 sessions).
 
 Prints operations, errors by kind, lost writes, and each daemon's RSS at the
 start and the end. Bounded: the run stops after --minutes, every call has a
@@ -22,6 +28,8 @@ import random
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 
 import trio
 
@@ -31,6 +39,7 @@ from dscluster.testing.cluster import ProcessCluster, store_client
 from dscluster.wire import messages as wm
 
 WRITERS = 4
+PROTOCOLS = [wm.STORE_PROTOCOL, wm.ADMIN_PROTOCOL, wm.JOIN_PROTOCOL, wm.GOSSIP_PROTOCOL]
 KEYS_PER_WRITER = 200
 
 
@@ -49,6 +58,10 @@ class Tally:
     def __init__(self) -> None:
         self.ops: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.sessions = 0  # short client sessions completed
+        self.stranger_streams = 0
+        self.refused = 0  # abusers' streams refused or reset
+        self.minutes: list[tuple[int, list[int]]] = []  # (sessions, RSS MiB per daemon)
         self.expected: dict[str, bytes | None] = {}  # None: acknowledged delete
         self.uncertain: set[str] = set()
         self.fuzz_streams = 0
@@ -88,9 +101,13 @@ async def writer(client, w: int, tally: Tally, stop: trio.Event) -> None:  # typ
             await trio.sleep(0.05)
 
 
-async def fuzzer(cluster: ProcessCluster, tally: Tally, stop: trio.Event) -> None:
-    """Garbage streams to random nodes; a dropped connection is simply dialed again."""
-    rng = random.Random(99)
+async def abuser(cluster: ProcessCluster, tally: Tally, stop: trio.Event, *, seed: int,
+                 protocols: list[str], payload: Callable[[random.Random], bytes],
+                 counter: str, pause: float) -> None:
+    """A peer with no role opening streams to random nodes and writing ``payload``; a
+    dropped connection is simply dialed again. ``counter`` counts streams written, and
+    every refusal or reset counts in ``tally.refused``."""
+    rng = random.Random(seed)
     assert cluster.table is not None
     peers = [cluster.peer_id(i) for i in range(cluster.n)]
     async with open_host() as host:
@@ -99,14 +116,41 @@ async def fuzzer(cluster: ProcessCluster, tally: Tally, stop: trio.Event) -> Non
             try:
                 with trio.fail_after(5):
                     await host.connect(peer, list(cluster.table.nodes[peer].addrs))
-                    stream = await host.host.new_stream(parse_peer_id(peer),
-                                                        [wm.STORE_PROTOCOL])  # type: ignore[list-item]
-                    tally.fuzz_streams += 1
-                    await stream.write(rng.randbytes(rng.randint(1, 200)))
+                    stream = await host.host.new_stream(
+                        parse_peer_id(peer), [rng.choice(protocols)])  # type: ignore[list-item]
+                    await stream.write(payload(rng))
+                    setattr(tally, counter, getattr(tally, counter) + 1)
                     await stream.read(64)
             except Exception:  # noqa: BLE001 - resets and refusals are the point
-                pass
-            await trio.sleep(0.2)
+                tally.refused += 1
+            await trio.sleep(pause)
+
+
+def garbage(rng: random.Random) -> bytes:
+    return rng.randbytes(rng.randint(1, 200))
+
+
+def stalled_big_frame(rng: random.Random) -> bytes:
+    """A frame announcing 16 MiB, 256 KiB of it, then nothing."""
+    return b"\x80\x80\x80\x08" + rng.randbytes(1 << 18)
+
+
+async def churner(cluster: ProcessCluster, tally: Tally, stop: trio.Event) -> None:
+    """Short client sessions, one after another: connect, put, get, close."""
+    assert cluster.table is not None
+    i = 0
+    while not stop.is_set():
+        i += 1
+        try:
+            with trio.fail_after(15):
+                async with store_client(cluster.client_identity, cluster.table) as client:
+                    key = f"/soak/churn/{i % 100}"
+                    await client.put(key, b"%d" % i)
+                    if await client.get(key) != b"%d" % i:
+                        tally.errors["READ MISMATCH"] += 1
+            tally.sessions += 1
+        except (DSClusterError, trio.TooSlowError) as exc:
+            tally.errors[f"session {type(exc).__name__}"] += 1  # a killed node's slots
 
 
 async def soak(minutes: float, kill_every: float, base: str) -> int:
@@ -121,11 +165,26 @@ async def soak(minutes: float, kill_every: float, base: str) -> int:
             async with trio.open_nursery() as nursery:
                 for w in range(WRITERS):
                     nursery.start_soon(writer, client, w, tally, stop)
-                nursery.start_soon(fuzzer, cluster, tally, stop)
+                nursery.start_soon(churner, cluster, tally, stop)
+                nursery.start_soon(partial(  # the fuzzer: garbage on the store protocol
+                    abuser, cluster, tally, stop, seed=99, protocols=[wm.STORE_PROTOCOL],
+                    payload=garbage, counter="fuzz_streams", pause=0.2))
+                nursery.start_soon(partial(  # the stranger: big frames that stall, everywhere
+                    abuser, cluster, tally, stop, seed=7, protocols=PROTOCOLS,
+                    payload=stalled_big_frame, counter="stranger_streams", pause=0.05))
                 deadline = started + minutes * 60
                 next_kill = started + kill_every
+                next_report, last_sessions = started + 60, 0
+                print("minute  sessions  daemon RSS MiB      stalled frames written/abusers refused")
                 while time.monotonic() < deadline:
                     await trio.sleep(0.5)
+                    if time.monotonic() >= next_report:
+                        rss = [rss_kib(p.pid) // 1024 for p in cluster.procs if p]
+                        tally.minutes.append((tally.sessions - last_sessions, rss))
+                        print(f"{len(tally.minutes):6d}  {tally.sessions - last_sessions:8d}  "
+                              f"{str(rss):18s}  {tally.stranger_streams}/"
+                              f"{tally.refused}", flush=True)
+                        next_report, last_sessions = next_report + 60, tally.sessions
                     if time.monotonic() >= next_kill and time.monotonic() < deadline - 10:
                         victim = kills % cluster.n
                         cluster.kill(victim)
@@ -161,6 +220,10 @@ async def soak(minutes: float, kill_every: float, base: str) -> int:
     print(f"acknowledged keys checked: {checked}, uncertain skipped: {len(tally.uncertain)}, "
           f"LOST: {lost}")
     print(f"RSS KiB per daemon: start {rss_start}, end {rss_end}")
+    per_minute = [n for n, _ in tally.minutes] or [tally.sessions]
+    print(f"short client sessions: {tally.sessions} ({min(per_minute)}-{max(per_minute)} a "
+          f"minute); abusers' streams written {tally.fuzz_streams} garbage, "
+          f"{tally.stranger_streams} stalled frames; refused or reset {tally.refused}")
     return 1 if lost or tally.errors["READ MISMATCH"] else 0
 
 
