@@ -115,14 +115,6 @@ async def bench_datastores(batch: int, quick: bool) -> None:
 # -- part 2: a 3-node cluster -------------------------------------------------------------
 
 
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -151,7 +143,7 @@ async def _drive(client: Datastore, tasks: int, per_task: int, op: str) -> tuple
 
 async def bench_cluster(tasks: int, per_task: int, datastore: str, quick: bool) -> None:
     from dsclient.client import open_cluster_client
-    from dscluster.testing.cluster import ProcessCluster
+    from dscluster.testing.cluster import ProcessCluster, rss_kib
 
     with tempfile.TemporaryDirectory(prefix="bench-node-") as base, trio.fail_after(110):
         baseline: Baseline = await measure_now(quick=True, rpc=False)
@@ -175,7 +167,7 @@ async def bench_cluster(tasks: int, per_task: int, datastore: str, quick: bool) 
                 print("  " + line)
             for i, proc in enumerate(cluster.procs):
                 if proc is not None:
-                    print(f"  node {i} (pid {proc.pid}) RSS {_rss_mib(proc.pid):.0f} MiB")
+                    print(f"  node {i} (pid {proc.pid}) RSS {rss_kib(proc.pid) / 1024:.0f} MiB")
 
 
 def main() -> None:

@@ -35,23 +35,12 @@ import trio
 
 from dscluster.errors import DSClusterError, NotFoundError
 from dscluster.net.host import open_host, parse_peer_id
-from dscluster.testing.cluster import ProcessCluster, store_client
+from dscluster.testing.cluster import ProcessCluster, rss_kib, store_client
 from dscluster.wire import messages as wm
 
 WRITERS = 4
 PROTOCOLS = [wm.STORE_PROTOCOL, wm.ADMIN_PROTOCOL, wm.JOIN_PROTOCOL, wm.GOSSIP_PROTOCOL]
 KEYS_PER_WRITER = 200
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 class Tally:

@@ -69,6 +69,7 @@ worker thread.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
 import threading
@@ -470,12 +471,7 @@ class LevelDatastore(BlockingDatastore):
         results: Results
 
         def pull() -> list[Entry]:
-            out: list[Entry] = []
-            for e in it:
-                out.append(e)
-                if len(out) >= chunk:
-                    break
-            return out
+            return list(itertools.islice(it, chunk))
 
         async def in_thread(fn: Callable[[], Any]) -> Any:
             # counted, and only while the database it iterates is open

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import logging
 import operator
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -396,12 +397,7 @@ class Results:
         it = iter(iterable)
 
         def pull() -> list[Entry]:
-            out: list[Entry] = []
-            for e in it:
-                out.append(e)
-                if len(out) >= chunk:
-                    break
-            return out
+            return list(itertools.islice(it, chunk))
 
         async def source() -> AsyncIterator[Entry]:
             while True:

@@ -378,6 +378,18 @@ class ProcessCluster:
                 await trio.sleep(0.1)
 
 
+def rss_kib(pid: int) -> int:
+    """A process's resident set (VmRSS) in KiB, 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _script(name: str) -> str:
     """The console script next to this interpreter (the venv's), else on PATH."""
     candidate = os.path.join(os.path.dirname(sys.executable), name)

@@ -19,7 +19,7 @@ import trio
 
 from dscluster.datastore.key import Key
 from dscluster.net.host import open_host, parse_peer_id
-from dscluster.testing.cluster import ProcessCluster
+from dscluster.testing.cluster import ProcessCluster, rss_kib
 from dscluster.wire import messages as wm
 from dscluster.wire.framing import encode_varint
 
@@ -30,11 +30,9 @@ YAMUX_DATA = 0  # yamux frame type
 
 
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    kib = rss_kib(pid)
+    assert kib, f"process {pid} is gone"
+    return kib / 1024
 
 
 async def stall_in_frames(host, peer, addr: str, stats: dict[str, int]) -> None:
