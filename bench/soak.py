@@ -138,8 +138,12 @@ async def churner(cluster: ProcessCluster, tally: Tally, stop: trio.Event) -> No
                     if await client.get(key) != b"%d" % i:
                         tally.errors["READ MISMATCH"] += 1
             tally.sessions += 1
-        except (DSClusterError, trio.TooSlowError) as exc:
-            tally.errors[f"session {type(exc).__name__}"] += 1  # a killed node's slots
+        except* (DSClusterError, trio.TooSlowError) as group:  # a killed node's slots
+            # (store_client's nursery wraps the error in an ExceptionGroup)
+            leaf: BaseException = group
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            tally.errors[f"session {type(leaf).__name__}"] += 1
 
 
 async def soak(minutes: float, kill_every: float, base: str) -> int:
