@@ -24,19 +24,10 @@ The Ready contract, in this order:
 Persisting before sending is what makes acks meaningful: a target only says
 "importing" or "I own it now" once that is on disk.
 
-Data actions and the per-key lock the daemon must keep:
-  ListKeys(mid, ranges, limit): list up to `limit` local keys whose slot is in
-    `ranges`; report keys_listed(mid, keys) (empty: nothing left).
-  MoveKeys(mid, target, keys): for each key take its lock (the same per-key
-    lock every client request holds around route() and the datastore
-    operation), read the value, send the batch to the target (ASKING), wait
-    until the target has stored it durably, delete the local copies, release
-    the locks, and report keys_moved; if the target did not acknowledge,
-    delete nothing, release the locks and report move_failed. A client request
-    for a locked key waits (or is told to retry) and routes afresh afterwards,
-    so a write racing a move is neither lost (it lands before the read or
-    after the delete, when the key is absent here and the request is ASKed
-    to the target) nor resurrected.
+The migration state machine (the records, their retransmissions and the
+data actions the daemon carries out, with the per-key lock it must keep) is
+migration.py's `Migrations`; this core owns the slot table, the epoch and
+gossip, routes keys, and claims or releases slots when a migration hands off.
 """
 
 from __future__ import annotations
@@ -61,7 +52,7 @@ from dscluster.core.messages import (
     Pong,
     TableDelta,
 )
-from dscluster.core.migration import Event, Migration, Phase
+from dscluster.core.migration import Action, ListKeys, Migration, Migrations, MoveKeys
 from dscluster.core.routing import Decision, decide
 from dscluster.core.slots import SlotSet, key_slot
 from dscluster.core.table import (
@@ -79,22 +70,7 @@ from dscluster.errors import BadRequestError, ProtocolError
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ListKeys:
-    mid: int
-    ranges: tuple[tuple[int, int], ...]
-    limit: int
-
-
-@dataclass(frozen=True)
-class MoveKeys:
-    mid: int
-    target: str
-    keys: tuple[str, ...]
-
-
-Action = ListKeys | MoveKeys
+__all__ = ["Action", "ClusterCore", "ListKeys", "MoveKeys", "PersistentState", "Ready"]
 
 
 @dataclass(frozen=True)
@@ -152,24 +128,16 @@ class ClusterCore:
         self._seeds = tuple(s for s in seeds if s != me)
         self._table = state.table.copy()
         self._epoch = max(state.epoch, self._table.max_epoch())
-        self._next_mid = state.next_mid
-        self._out: dict[int, Migration] = {}
-        self._in: dict[tuple[str, int], Migration] = {}
-        for m in state.migrations:
-            if m.source == me:
-                self._out[m.mid] = m
-            else:
-                self._in[(m.source, m.mid)] = m
         self._fd = FailureDetector(me, self._cfg)
         self._now = 0
-        self._busy: set[int] = set()  # migrations with a data action outstanding
-        self._last_sent: dict[tuple[str, int], int] = {}
         self._dirty = False
         self._box = _Outbox()
+        self._mig = Migrations(me, state.migrations, state.next_mid, config=self._cfg,
+                               send=self._send, act=self._box.actions.append,
+                               now=lambda: self._now, epoch=lambda: self._epoch)
         self._fd.watch(self._peers())
-        self._finish_handoffs()  # claims learned before a restart
-        for m in self._out.values():  # a restarted node resumes where it stopped
-            self._resume(m)
+        self._mig.finish_handoffs(self._table)  # claims learned before a restart
+        self._mig.resume_all()
 
     # -- construction ------------------------------------------------------------
 
@@ -198,47 +166,41 @@ class ClusterCore:
 
     @property
     def migrations(self) -> tuple[Migration, ...]:
-        return tuple(self._out.values()) + tuple(self._in.values())
+        return self._mig.records
 
     def liveness(self, peer: str) -> Liveness:
         return self._fd.liveness(peer)
 
-    def _migrating_to(self, slot: int) -> str | None:
-        for m in self._out.values():
-            if m.moving_keys and slot in m.slots:
-                return m.target
-        return None
-
-    def _importing_from(self, slot: int) -> str | None:
-        for m in self._in.values():
-            if slot in m.slots:
-                return m.source
-        return None
-
     def route(self, key: str | bytes, *, exists_locally: bool, asking: bool) -> Decision:
         slot = key_slot(key)
-        return decide(self.me, slot, self._table.owner(slot), self._migrating_to(slot),
-                      self._importing_from(slot), exists_locally=exists_locally, asking=asking)
+        return decide(self.me, slot, self._table.owner(slot), self._mig.migrating_to(slot),
+                      self._mig.importing_from(slot), exists_locally=exists_locally,
+                      asking=asking)
 
     def accepts_import(self, key: str | bytes, source: str) -> bool:
         """May `source` write (or delete) this key here as part of a migration?"""
-        return self._importing_from(key_slot(key)) == source
+        return self._mig.importing_from(key_slot(key)) == source
 
     # -- Ready / advance ---------------------------------------------------------------
 
     def _state(self) -> PersistentState:
-        return PersistentState(self._table.copy(), self._epoch, self._next_mid, self.migrations)
+        return PersistentState(self._table.copy(), self._epoch, self._mig.next_mid,
+                               self._mig.records)
+
+    def _needs_persist(self) -> bool:
+        return self._dirty or self._mig.dirty
 
     def has_ready(self) -> bool:
-        return self._dirty or bool(self._box.messages) or bool(self._box.actions)
+        return self._needs_persist() or bool(self._box.messages) or bool(self._box.actions)
 
     def ready(self) -> Ready:
-        return Ready(self._state() if self._dirty else None,
+        return Ready(self._state() if self._needs_persist() else None,
                      tuple(self._box.messages), tuple(self._box.actions))
 
     def advance(self, ready: Ready) -> None:
         if ready.state is not None:
             self._dirty = False
+            self._mig.dirty = False
         del self._box.messages[:len(ready.messages)]
         del self._box.actions[:len(ready.actions)]
 
@@ -319,11 +281,7 @@ class ClusterCore:
         self._fd.tick()
         if self._now % self._cfg.heartbeat_ticks == 0:
             self._heartbeat()
-        for m in list(self._out.values()):
-            self._retransmit(m)
-        for m in self._in.values():
-            if self._due((m.source, m.mid)):  # probe: is the source still migrating?
-                self._send(m.source, MigrateBeginAck(m.mid))
+        self._mig.tick()
 
     def _heartbeat(self) -> None:
         digest = self._table.digest()
@@ -344,91 +302,25 @@ class ClusterCore:
             self._last_ping[peer] = self._now
             self._send(peer, ping)
 
-    def _due(self, key: tuple[str, int]) -> bool:
-        last = self._last_sent.get(key)
-        if last is None or self._now - last >= self._cfg.retry_ticks:
-            self._last_sent[key] = self._now
-            return True
-        return False
-
-    def _retransmit(self, m: Migration) -> None:
-        if m.phase is Phase.PREPARING and self._due((m.target, m.mid)):
-            self._send(m.target, MigrateBegin(m.mid, m.slots.ranges))
-        elif m.phase is Phase.HANDOFF and self._due((m.target, m.mid)):
-            self._send(m.target, Handoff(m.mid, self._epoch))
-        elif m.phase is Phase.MIGRATING and m.mid not in self._busy:
-            self._list_keys(m)
-
-    def _resume(self, m: Migration) -> None:
-        self._last_sent.pop((m.target, m.mid), None)
-        self._retransmit(m)
-
     # -- admin: migrations ---------------------------------------------------------------
 
     def start_migration(self, slots: SlotSet, target: str) -> int:
         """Begin moving `slots` (all owned here) to `target`; returns the migration id."""
-        if not len(slots):
-            raise BadRequestError("no slots to migrate")
-        node = self._table.nodes.get(target)
-        if target == self.me or node is None or node.role is not NodeRole.DATA:
-            raise BadRequestError(f"{target} is not a data node of this cluster")
-        not_mine = [s for s in slots if self._table.owner(s) != self.me]
-        if not_mine:
-            raise BadRequestError(f"slots {SlotSet.from_slots(not_mine)} are not owned here")
-        busy = set(slots) & {s for m in self.migrations for s in m.slots}
-        if busy:
-            raise BadRequestError(f"slots {SlotSet.from_slots(busy)} are already migrating")
-        mid = self._next_mid
-        self._next_mid += 1
-        m = Migration(mid, slots, self.me, target, Phase.PREPARING)
-        self._out[mid] = m
-        self._dirty = True
-        self._resume(m)
-        return mid
+        return self._mig.start(slots, target, self._table)
 
     def abort_migration(self, mid: int) -> None:
-        m = self._out.get(mid)
-        if m is None:
-            raise BadRequestError(f"no outgoing migration {mid}")
-        m.on(Event.ABORT)  # raises once keys may have moved
-        del self._out[mid]
-        self._dirty = True
-        self._send(m.target, MigrateAbort(mid))
+        self._mig.abort(mid)
 
     # -- data action outcomes -------------------------------------------------------------
 
-    def _migrating(self, mid: int) -> Migration:
-        m = self._out.get(mid)
-        if m is None or m.phase is not Phase.MIGRATING:
-            raise BadRequestError(f"migration {mid} is not moving keys")
-        return m
-
-    def _list_keys(self, m: Migration) -> None:
-        self._busy.add(m.mid)
-        self._box.actions.append(ListKeys(m.mid, m.slots.ranges, self._cfg.batch_keys))
-
     def keys_listed(self, mid: int, keys: Sequence[str]) -> None:
-        m = self._migrating(mid)
-        self._busy.discard(mid)
-        stray = [k for k in keys if key_slot(k) not in m.slots]
-        if stray:
-            raise BadRequestError(f"listed keys outside migration {mid}: {stray[:3]}")
-        if keys:
-            self._busy.add(mid)
-            self._box.actions.append(MoveKeys(mid, m.target, tuple(keys)))
-            return
-        m = self._out[mid] = m.on(Event.SOURCE_EMPTY)
-        self._dirty = True
-        self._resume(m)
+        self._mig.keys_listed(mid, keys)
 
     def keys_moved(self, mid: int, keys: Sequence[str]) -> None:
-        m = self._migrating(mid)
-        self._busy.discard(mid)
-        self._list_keys(m)
+        self._mig.keys_moved(mid, keys)
 
     def move_failed(self, mid: int) -> None:
-        self._migrating(mid)
-        self._busy.discard(mid)  # the next tick lists and tries again
+        self._mig.move_failed(mid)
 
     # -- messages --------------------------------------------------------------------------
 
@@ -443,11 +335,11 @@ class ClusterCore:
             case TableDelta():
                 self._merge(msg.runs, msg.nodes, msg.clients)
             case MigrateBegin():
-                self._on_migrate_begin(sender, msg)
+                self._mig.on_migrate_begin(sender, msg, self._table)
             case MigrateBeginAck():
-                self._on_migrate_begin_ack(sender, msg)
+                self._mig.on_migrate_begin_ack(sender, msg)
             case MigrateAbort():
-                self._on_migrate_abort(sender, msg)
+                self._mig.on_migrate_abort(sender, msg)
             case Handoff():
                 self._on_handoff(sender, msg)
             case HandoffAck():
@@ -471,18 +363,7 @@ class ClusterCore:
         if nodes_changed:
             self._fd.watch(self._peers())
         if result.changed:
-            self._finish_handoffs()
-
-    def _finish_handoffs(self) -> None:
-        # Done once no slot of the migration is ours any more. Only the target can
-        # claim them over our claim (we refuse imports of slots we own and start no
-        # other migration of them), but it may already have moved some of them on
-        # before we hear its claims: waiting for `owner == target` would then wait
-        # forever, since a target that finished ignores our late Handoff.
-        for mid, m in list(self._out.items()):
-            if m.phase is Phase.HANDOFF and all(self._table.owner(s) != self.me for s in m.slots):
-                del self._out[mid]
-                self._dirty = True
+            self._mig.finish_handoffs(self._table)
 
     def _gossip_reply(self, sender: str, msg: Ping | Pong
                       ) -> tuple[list[Run], list[NodeInfo], list[ClientInfo]]:
@@ -513,46 +394,10 @@ class ClusterCore:
         if runs or nodes or clients:  # we hold something newer: push it back
             self._send(sender, TableDelta(tuple(runs), tuple(nodes), tuple(clients)))
 
-    def _on_migrate_begin(self, sender: str, msg: MigrateBegin) -> None:
-        key = (sender, msg.mid)
-        if key not in self._in:
-            try:
-                slots = SlotSet.of(msg.ranges)
-            except ValueError as exc:
-                raise ProtocolError(f"bad ranges in MigrateBegin: {exc}") from exc
-            clash = [s for s in slots if self._table.owner(s) == self.me
-                     or self._importing_from(s) is not None]
-            if clash or not len(slots):
-                log.warning("%s: refusing import %s from %s", self.me, msg.mid, sender)
-                return
-            self._in[key] = Migration(msg.mid, slots, sender, self.me, Phase.IMPORTING)
-            self._dirty = True
-        self._last_sent[key] = self._now
-        self._send(sender, MigrateBeginAck(msg.mid))
-
-    def _on_migrate_begin_ack(self, sender: str, msg: MigrateBeginAck) -> None:
-        m = self._out.get(msg.mid)
-        if m is None or m.target != sender:
-            self._send(sender, MigrateAbort(msg.mid))  # a probe for an import we forgot
-            return
-        nxt = m.on(Event.BEGIN_ACKED)
-        if nxt != m:
-            self._out[msg.mid] = nxt
-            self._dirty = True
-            self._resume(nxt)
-
-    def _on_migrate_abort(self, sender: str, msg: MigrateAbort) -> None:
-        m = self._in.pop((sender, msg.mid), None)
-        if m is not None:
-            m.on(Event.ABORT)
-            self._dirty = True
-
     def _on_handoff(self, sender: str, msg: Handoff) -> None:
-        m = self._in.get((sender, msg.mid))
+        m = self._mig.on_handoff(sender, msg)
         if m is None:
-            return  # already done (the source also learns it by gossip) or unknown
-        m.on(Event.HANDOFF)
-        del self._in[(sender, msg.mid)]
+            return
         self._epoch = max(self._epoch, msg.epoch, self._table.max_epoch()) + 1
         self._table.assign(m.slots, (self._epoch, self.me))
         self._dirty = True
@@ -562,10 +407,10 @@ class ClusterCore:
         self._broadcast_runs(self._table.runs(buckets))
 
     def _on_handoff_ack(self, sender: str, msg: HandoffAck) -> None:
-        m = self._out.get(msg.mid)
-        if m is None or m.target != sender or m.phase is not Phase.HANDOFF:
+        if not self._mig.awaits_handoff_ack(sender, msg):
             return
         self._merge([(a, b, msg.epoch, sender) for a, b in msg.ranges], [])
-        self._finish_handoffs()  # also when newer claims already superseded the ack's
-        if msg.mid in self._out:  # the ack's claims did not cover our slots: keep waiting
+        self._mig.finish_handoffs(self._table)  # also when newer claims superseded the ack's
+        if self._mig.outgoing(msg.mid) is not None:
+            # the ack's claims did not cover our slots: keep waiting
             log.warning("%s: handoff ack %s does not cover the migration", self.me, msg.mid)
