@@ -26,11 +26,14 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dscluster.core.slots import SLOT_COUNT, Range, normalize_ranges
 from dscluster.errors import ConfigError
 from dscluster.net.host import Identity, parse_multiaddr, parse_peer_id
+
+if TYPE_CHECKING:
+    from dscluster.core.table import SlotTable
 
 CONFIG_JSON = "config.json"  # go-ds-cluster's DefaultConfigJson
 JOIN_SECRET_FILE = "join.secret"
@@ -362,3 +365,12 @@ def read_join_secret(cfg: NodeConfig, config_dir: str | os.PathLike[str]) -> str
     if not secret:
         raise ConfigError(f"{path}: the join secret is empty")
     return secret
+
+
+def table_of(cfg: NodeConfig) -> SlotTable:
+    """The slot table a node config describes (every node's slots and addresses)."""
+    from dscluster.tableconfig import table_from_config
+
+    return table_from_config([
+        {"id": n.id, "slots": [{"start": s, "end": e} for s, e in n.slots], "swarm": list(n.swarm)}
+        for n in cfg.nodes])

@@ -112,9 +112,9 @@ def _table_cbor(data: bytes) -> None:
 
 
 def _table_config(obj: Any) -> None:
-    from dscluster.core.table import SlotTable
+    from dscluster.tableconfig import table_from_config
 
-    SlotTable.from_config(obj)
+    table_from_config(obj)
 
 
 def _config_file(loader_name: str) -> Callable[[Any], None]:

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from dscluster.core.slots import SLOT_COUNT, SlotSet
 from dscluster.core.table import NodeInfo, NodeRole, SlotTable
 from dscluster.errors import ConfigError, ProtocolError
+from dscluster.tableconfig import table_from_config, table_to_config
 
 PEERS = ["QmA", "QmB", "QmC", "QmD"]
 
@@ -112,14 +113,14 @@ def test_cbor_decoder_rejects_garbage(data: bytes) -> None:
 def test_config_form_round_trip_and_go_form() -> None:
     t = SlotTable.initial(["QmA", "QmB", "QmC"], {"QmA": ["/ip4/127.0.0.1/tcp/4001"]})
     t.assign(SlotSet.of([(0, 99)]), (4, "QmC"))
-    written = json.loads(json.dumps(t.to_config()))
+    written = json.loads(json.dumps(table_to_config(t)))
     assert written[2]["slots"] == [{"start": 0, "end": 99, "epoch": 4},
                                    {"start": 10923, "end": 16383, "epoch": 0}]
-    assert SlotTable.from_config(written) == t
+    assert table_from_config(written) == t
     go_form = [{"id": "QmA", "slots": {"start": 0, "end": 5460}, "swarm": "/ip4/1.2.3.4/tcp/1"},
                {"id": "QmB", "slots": {"start": 5461, "end": 10922}},
                {"id": "QmC", "slots": {"start": 10923, "end": 16383}}]
-    g = SlotTable.from_config(go_form)
+    g = table_from_config(go_form)
     assert g.runs() == SlotTable.initial(["QmA", "QmB", "QmC"]).runs()
     assert g.nodes["QmA"].addrs == ("/ip4/1.2.3.4/tcp/1",)
 
@@ -136,4 +137,4 @@ def test_config_form_round_trip_and_go_form() -> None:
 )
 def test_config_decoder_rejects_garbage(nodes) -> None:
     with pytest.raises(ConfigError):
-        SlotTable.from_config(nodes)
+        table_from_config(nodes)

@@ -199,14 +199,14 @@ def test_overlapping_slot_ranges_of_one_node_are_an_error(tmp_path, ranges, name
 
 
 def test_slot_table_from_config_names_the_node_and_its_overlapping_ranges():
-    from dscluster.core.table import SlotTable
+    from dscluster.tableconfig import table_from_config
 
     a, b = IdentityConfig.generate().peer_id, IdentityConfig.generate().peer_id
     nodes = [{"id": a, "slots": [{"start": 0, "end": 9000}, {"start": 8000, "end": 8191}]},
              {"id": b, "slots": {"start": 9001, "end": 16383}}]
     with pytest.raises(ConfigError, match=f"^node {a}: slot ranges 0-9000 and 8000-8191 overlap$"):
-        SlotTable.from_config(nodes)
+        table_from_config(nodes)
     # adjacent ranges of one node, and one range per node, still load
     nodes[0]["slots"] = [{"start": 0, "end": 8191}, {"start": 8192, "end": 9000}]
-    table = SlotTable.from_config(nodes)
+    table = table_from_config(nodes)
     assert table.owner(9000) == a and table.owner(9001) == b
