@@ -13,42 +13,14 @@ from collections.abc import Iterator
 
 from dscluster.errors import ProtocolError
 
+# The one varint (wire/varint.py); re-exported for dag-pb, UnixFS and bitswap.
+from dscluster.wire.varint import decode_varint as decode_varint
+from dscluster.wire.varint import encode_varint as encode_varint
+
 VARINT = 0
 FIXED64 = 1
 LENGTH_DELIMITED = 2
 FIXED32 = 5
-
-_MAX_VARINT_BYTES = 10
-
-
-def encode_varint(value: int) -> bytes:
-    if value < 0:
-        raise ValueError("varints here are unsigned")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def decode_varint(data: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int]:
-    """The varint at data[pos:] and the position just after it."""
-    try:
-        byte = data[pos]
-    except IndexError:
-        raise ProtocolError("truncated varint") from None
-    if byte < 0x80:  # tags, lengths and most values fit one byte
-        return byte, pos + 1
-    value = 0
-    for i in range(_MAX_VARINT_BYTES):
-        if pos + i >= len(data):
-            raise ProtocolError("truncated varint")
-        byte = data[pos + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, pos + i + 1
-    raise ProtocolError("varint longer than 10 bytes")
 
 
 def tag(field: int, wire_type: int) -> bytes:

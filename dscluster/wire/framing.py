@@ -18,21 +18,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from dscluster.errors import BadRequestError, ProtocolError
+from dscluster.wire.varint import MULTIFORMATS, VarintOverLimit, encode_varint, read_varint
+
+__all__ = ["DEFAULT_MAX_FRAME_SIZE", "FRAME_LIMIT_TEXT", "FrameDecoder", "encode_frame",
+           "encode_varint"]
 
 DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024  # a 4 MiB value plus overhead fits easily
-MAX_VARINT_BYTES = 9  # multiformats unsigned-varint: at most 63 bits
+MAX_VARINT_BYTES = MULTIFORMATS.max_bytes  # multiformats unsigned-varint: at most 63 bits
 FRAME_LIMIT_TEXT = "exceeds the frame limit"  # in the error a too-large answer comes back as
-
-
-def encode_varint(value: int) -> bytes:
-    if value < 0:
-        raise ValueError("varint must be non-negative")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def encode_frame(payload: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
@@ -95,29 +88,19 @@ class FrameDecoder:
             yield frame
 
     def _parse_prefix(self) -> bool:
-        value = 0
-        shift = 0
-        buf = self._buf
-        for i in range(self._pos, len(buf)):
-            byte = buf[i]
-            count = i - self._pos + 1
-            value |= (byte & 0x7F) << shift
-            if byte & 0x80 == 0:
-                if byte == 0 and count > 1:
-                    raise ProtocolError("frame length varint is not minimally encoded")
-                if value > self.max_frame_size:
-                    raise ProtocolError(
-                        f"frame of {value} bytes exceeds the limit of {self.max_frame_size}"
-                    )
-                self._pos = i + 1
-                self._need = value
-                return True
-            if count >= MAX_VARINT_BYTES:
-                raise ProtocolError("frame length varint longer than 9 bytes")
-            if value > self.max_frame_size:
-                # Already too large whatever the remaining groups say.
+        try:
+            got = read_varint(self._buf, self._pos, MULTIFORMATS, self.max_frame_size)
+        except VarintOverLimit as exc:
+            if exc.complete:
                 raise ProtocolError(
-                    f"frame length exceeds the limit of {self.max_frame_size}"
-                )
-            shift += 7
-        return False
+                    f"frame of {exc.value} bytes exceeds the limit of {self.max_frame_size}"
+                ) from None
+            # Already too large whatever the remaining groups say.
+            raise ProtocolError(
+                f"frame length exceeds the limit of {self.max_frame_size}") from None
+        except ProtocolError as exc:
+            raise ProtocolError(f"frame length {exc}") from None
+        if got is None:
+            return False
+        self._need, self._pos = got
+        return True
