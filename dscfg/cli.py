@@ -43,8 +43,7 @@ from dscluster.config import (
 from dscluster.core.slots import SLOT_COUNT, initial_ranges
 from dscluster.net.host import parse_multiaddr, parse_peer_id
 from dscluster.net.pnet import SWARM_KEY_FILE, format_swarm_key, new_swarm_key
-from dscluster.node.auth import Role
-from dscluster.node.clients import format_clients, load_clients, save_clients
+from dscluster.roles import Role, format_clients, load_clients, save_clients
 
 app = typer.Typer(
     name="dscfg",

@@ -32,7 +32,7 @@ from dscluster.core.table import NodeRole
 from dscluster.errors import ConfigError, DSClusterError
 from dscluster.net.host import parse_peer_id
 from dscluster.net.pnet import swarm_key_of
-from dscluster.node.auth import Role
+from dscluster.roles import Role
 
 app = typer.Typer(name="cluster", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False,

@@ -20,70 +20,24 @@ narrowed: a migrating node must be able to write and delete on its target.
 The Authorizer reads the roles on every call (a dict lookup in the node's
 table), so a role the node learns by gossip or an admin call applies at once.
 The node's clients file seeds and mirrors those roles (node/clients.py).
+`Role` and its mapping to the table's ClientRole live in dscluster/roles.py,
+which dscfg and dsclient import too.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections.abc import Callable
 
-from dscluster.core.table import ClientRole
 from dscluster.errors import UnauthorizedError
+from dscluster.roles import CLIENT_ROLES, Role, from_table, to_table
+
+__all__ = ["CLIENT_ROLES", "REFUSAL_LOG_INTERVAL", "Authorizer", "Role", "from_table", "to_table"]
 
 log = logging.getLogger(__name__)
 
 REFUSAL_LOG_INTERVAL = 60.0  # seconds between two refusal log lines for one peer
-
-
-class Role(enum.Enum):
-    """A caller's role; compare power with `allows`."""
-
-    READ_ONLY = "read-only"
-    READ_WRITE = "read-write"
-    ADMIN = "admin"
-    MEMBER = "member"
-
-    @property
-    def rank(self) -> int:
-        return _RANK[self]
-
-    def allows(self, needed: Role) -> bool:
-        return self.rank >= needed.rank
-
-    @classmethod
-    def parse(cls, text: str) -> Role:
-        """A client role by name (``member`` is not grantable: the table decides it)."""
-        try:
-            role = cls(text)
-        except ValueError:
-            role = None
-        if role is None or role is Role.MEMBER:
-            names = ", ".join(r.value for r in CLIENT_ROLES)
-            raise ValueError(f"unknown role {text!r}: use one of {names}")
-        return role
-
-
-_RANK = {Role.READ_ONLY: 0, Role.READ_WRITE: 1, Role.ADMIN: 2, Role.MEMBER: 3}
-CLIENT_ROLES = (Role.READ_ONLY, Role.READ_WRITE, Role.ADMIN)
-_FROM_TABLE = {ClientRole.READ_ONLY: Role.READ_ONLY, ClientRole.READ_WRITE: Role.READ_WRITE,
-               ClientRole.ADMIN: Role.ADMIN}
-_TO_TABLE = {role: entry for entry, role in _FROM_TABLE.items()}
-
-
-def from_table(role: ClientRole | None) -> Role | None:
-    """A table entry's role as an authorization role (None and NONE: no role)."""
-    return _FROM_TABLE.get(role) if role is not None else None
-
-
-def to_table(role: Role | None) -> ClientRole:
-    """The table's form of a client role (None: the tombstone NONE)."""
-    if role is None:
-        return ClientRole.NONE
-    if role is Role.MEMBER:
-        raise ValueError("member is not a client role: the table's membership decides it")
-    return _TO_TABLE[role]
 
 
 class Authorizer:
