@@ -44,7 +44,7 @@ KIB = 1024
 
 def _candidates(root: str) -> dict[str, Callable[[], Datastore]]:
     """The ``--datastore`` kinds exactly as ``dscluster`` opens them, and unsynced flatfs."""
-    from dscluster.cli import open_datastore
+    from dscluster.datastore.open import open_datastore
     from dscluster.datastore.flatfs import FlatfsDatastore
 
     def kind(name: str) -> Callable[[], Datastore]:

@@ -8,6 +8,12 @@ the join secret. The secret is printed and stored in DIR/join.secret. Both
 files are 0600. The first line printed is the bootstrap multiaddr, as
 go-ds-cluster prints it.
 
+It also writes an operator client config in DIR/client (``--client-dir``;
+``--no-client`` for none) whose peer ID is an admin in DIR/clients: joiners
+copy that file, so the operator is authorized on every node from the start
+(``dsclient --conf DIR/client status``). More clients are authorized with
+``dsclient cluster auth add PEER ROLE``.
+
 ``dscfg client FILE`` writes a client config: its own identity, no slots.
 
 ``dscfg cluster --private-network`` also writes DIR/swarm.key (Kubo's
@@ -29,7 +35,7 @@ from typing import Annotated
 
 import typer
 
-from dscluster.cliutil import UserError, run_app
+from dscluster.cliutil import VERSION_HELP, UserError, run_app, version_callback
 from dscluster.config import (
     CONFIG_JSON,
     JOIN_SECRET_FILE,
@@ -49,9 +55,18 @@ app = typer.Typer(
     name="dscfg",
     help="Generate ds-cluster configs: a new cluster's bootstrap node, or a client.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
+OPERATOR_DIR = "client"  # dscfg cluster DIR: the operator's client config in DIR/client
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=version_callback("dscfg"), is_eager=True,
+        help=VERSION_HELP)] = False) -> None:
+    pass
 
 
 def _free_tcp_ports(host: str, count: int) -> list[int]:
@@ -83,8 +98,19 @@ def cluster(
     force: Annotated[bool, typer.Option(help="Overwrite an existing config.")] = False,
     private_network: Annotated[bool, typer.Option(
         help="Also write swarm.key: only holders of the key can connect.")] = False,
+    client_dir: Annotated[Path | None, typer.Option(
+        help=f"Where to write the operator's client config (default: DIR/{OPERATOR_DIR}).")
+    ] = None,
+    operator: Annotated[bool, typer.Option(
+        "--client/--no-client",
+        help="Write an operator client config, admin (and read-write) on every node.")] = True,
 ) -> None:
-    """Write the bootstrap node's config for a new cluster and print its multiaddr."""
+    """Write the bootstrap node's config for a new cluster and print its multiaddr.
+
+    Also writes an operator client (DIR/client/config.json) that every node
+    authorizes from the start, so `dsclient --conf DIR/client add FILE` works
+    once the nodes run; authorize more clients with `dsclient cluster auth add`.
+    """
     if not 1 <= nodes <= SLOT_COUNT:
         raise UserError(f"--cluster-node-number must be between 1 and {SLOT_COUNT}, got {nodes}")
     if base_port < 0 or base_port + nodes - 1 > 65535:
@@ -93,6 +119,9 @@ def cluster(
     target = directory.expanduser()
     if (target / CONFIG_JSON).exists() and not force:
         raise UserError(f"{target / CONFIG_JSON} exists; use --force to overwrite it")
+    operator_dir = (client_dir or target / OPERATOR_DIR).expanduser()
+    if operator and (operator_dir / CONFIG_JSON).exists() and not force:
+        raise UserError(f"{operator_dir / CONFIG_JSON} exists; use --force to overwrite it")
     ports = (list(range(base_port, base_port + nodes)) if base_port
              else _free_tcp_ports(host, nodes))
     identities = [IdentityConfig.generate() for _ in range(nodes)]
@@ -111,12 +140,32 @@ def cluster(
     secret = secrets.token_urlsafe(32)
     write_private_file(target / JOIN_SECRET_FILE, secret + "\n")
     written = save_config(cfg, target / CONFIG_JSON)
-    typer.echo(f"{entries[0].swarm[0]}/p2p/{entries[0].id}")
+    bootstrap = f"{entries[0].swarm[0]}/p2p/{entries[0].id}"
+    typer.echo(bootstrap)
     typer.echo(f"join secret: {secret}")
     typer.echo(f"wrote {written} and {target / JOIN_SECRET_FILE} (keep both private)")
+    swarm_key = format_swarm_key(new_swarm_key()) if private_network else ""
     if private_network:
-        write_private_file(target / SWARM_KEY_FILE, format_swarm_key(new_swarm_key()))
+        write_private_file(target / SWARM_KEY_FILE, swarm_key)
         typer.echo(f"wrote {target / SWARM_KEY_FILE} (copy it to every node and client)")
+    if operator:
+        peer = _write_operator(target, operator_dir, bootstrap, swarm_key)
+        typer.echo(f"wrote {operator_dir / CONFIG_JSON}: client {peer}, admin on every node; "
+                   f"try: dsclient --conf {operator_dir} status")
+
+
+def _write_operator(node_dir: Path, where: Path, bootstrap: str, swarm_key: str) -> str:
+    """An admin client config in ``where``, listed in the bootstrap node's clients file
+    (joiners copy that file; the role is then gossiped cluster state); its peer ID."""
+    cfg = ClientConfig(identity=IdentityConfig.generate(), bootstrap_addrs=(bootstrap,))
+    where.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, where / CONFIG_JSON)
+    if swarm_key:
+        write_private_file(where / SWARM_KEY_FILE, swarm_key)
+    clients = load_clients(str(node_dir))
+    clients[cfg.identity.peer_id] = Role.ADMIN
+    save_clients(str(node_dir), format_clients(clients))
+    return cfg.identity.peer_id
 
 
 @app.command()

@@ -12,7 +12,8 @@ then on starts from that file alone. SIGINT or SIGTERM stops the node within
 a few seconds, flushing and closing its datastore. User errors print one line
 on stderr and exit 1. With DIR/swarm.key (``dscfg cluster --private-network``;
 copy it into a joiner's DIR before joining) the node is in that private
-network: peers without the key cannot connect.
+network: peers without the key cannot connect. DSCLUSTER_CONF is the default
+of ``--conf``; ``--version`` prints the version.
 """
 
 from __future__ import annotations
@@ -28,18 +29,17 @@ from typing import Annotated
 import trio
 import typer
 
-from dscluster.cliutil import run_app
+from dscluster.cliutil import VERSION_HELP, log_level_of, run_app, version_callback
 from dscluster.config import (
     CONFIG_JSON,
-    DATASTORE_KINDS,
     DEFAULT_DATASTORE,
     NodeConfig,
     load_node_config,
     read_join_secret,
+    table_of,
     write_private_file,
 )
-from dscluster.core.table import SlotTable
-from dscluster.datastore import Datastore, MemoryDatastore
+from dscluster.datastore.open import open_datastore, write_mode
 from dscluster.errors import ConfigError
 from dscluster.net.host import LOOPBACK_ANY_PORT, Identity, open_host
 from dscluster.net.pnet import swarm_key_of
@@ -51,52 +51,8 @@ from dscluster.wire.messages import JOIN_PROTOCOL
 
 log = logging.getLogger("dscluster")
 JOIN_SECRET_ENV = "DSCLUSTER_JOIN_SECRET"  # the join secret, kept off the command line
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-def open_datastore(kind: str, conf_dir: str, path: str, mongodb: str, peer_id: str,
-                   sync: bool = False) -> Datastore:
-    """The node's backend; ``sync`` makes an acknowledged write survive power loss
-    (LevelDB fsyncs its log per write, MongoDB journals it: j=true; flatfs always syncs)."""
-    if kind not in DATASTORE_KINDS:
-        raise ConfigError(f"--datastore {kind!r}: use one of {', '.join(DATASTORE_KINDS)}")
-    where = os.path.join(conf_dir, path)
-    if kind == "leveldb":
-        from dscluster.datastore.leveldb import LevelDatastore
-
-        return LevelDatastore(where, sync=sync)
-    if kind == "flatfs":  # the daemon keeps its slot index beside it (node/slotindex.py)
-        from dscluster.datastore.flatfs import FlatfsDatastore
-
-        return FlatfsDatastore(where)
-    if kind == "hybrid":  # block keys in flatfs (synced), every other key in LevelDB
-        from dscluster.datastore.flatfs import FlatfsDatastore
-        from dscluster.datastore.hybrid import HybridDatastore
-        from dscluster.datastore.leveldb import LevelDatastore
-
-        return HybridDatastore(FlatfsDatastore(os.path.join(where, "blocks")),
-                               LevelDatastore(os.path.join(where, "leveldb"), sync=sync))
-    if kind == "mongo":
-        if not mongodb:
-            raise ConfigError("--datastore mongo needs --mongodb URI")
-        from dscluster.datastore.mongo import MongoDatastore
-
-        # One collection per node: several nodes may share one MongoDB server.
-        return MongoDatastore(mongodb, "dscluster", f"node-{peer_id}", sync=sync)
-    return MemoryDatastore()
-
-
-def write_mode(kind: str, sync: bool) -> str:
-    """What an acknowledgement of this backend survives, for the start-up line."""
-    if kind == "memory":
-        return "memory only"
-    return "synced" if sync or kind == "flatfs" else "unsynced"
-
-
-def table_of(cfg: NodeConfig) -> SlotTable:
-    return SlotTable.from_config([
-        {"id": n.id, "slots": [{"start": s, "end": e} for s, e in n.slots], "swarm": list(n.swarm)}
-        for n in cfg.nodes])
+CONF_ENV = "DSCLUSTER_CONF"  # the default of --conf
+app = typer.Typer(add_completion=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 
 
 async def join(conf: Path, bootstrapper: str, identity: str, secret: str,
@@ -179,7 +135,8 @@ async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list
 
 @app.command()
 def main_command(
-    conf: Annotated[Path, typer.Option(help="Config directory.")] = Path(".dscluster"),
+    conf: Annotated[Path, typer.Option(
+        envvar=CONF_ENV, show_envvar=True, help="Config directory.")] = Path(".dscluster"),
     bootstrapper: Annotated[str, typer.Option(
         help="Bootstrap node multiaddr (with /p2p/) to fetch the config from when DIR has none.",
     )] = "",
@@ -207,11 +164,12 @@ def main_command(
         help="Listen multiaddr (repeatable); default: the config's addresses.swarm.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     tick: Annotated[float, typer.Option(help="Seconds per gossip tick.")] = 0.5,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=version_callback("dscluster"), is_eager=True,
+        help=VERSION_HELP)] = False,
 ) -> None:
     """Run a ds-cluster data node."""
-    level = getattr(logging, log_level.upper(), None)
-    if not isinstance(level, int):
-        raise ConfigError(f"--log-level {log_level!r}: use debug, info, warning or error")
+    level = log_level_of(log_level)
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # py-libp2p detaches its loggers at import (records then reach stderr bare) and

@@ -1,67 +1,107 @@
 """Run a local cluster of real dscluster processes: what `make run` starts.
 
-    python -m dscluster.localcluster [--nodes 3] [--dir DIR]
+    python -m dscluster.localcluster [--nodes 3] [--dir DIR] [--datastore KIND]
 
-Runs `dscfg cluster`, starts the bootstrap node, then the others joining with
---bootstrapper/--identity/--join-secret-file (DIR/n0/join.secret: the secret
-itself is never on a command line, where `ps` shows it to every user), prints
-every node's multiaddr and how to reach the cluster, and stops them all
-cleanly on Ctrl-C. DIR (default a new temp dir) keeps configs, data and each
-node's log (n<i>.log).
+Runs `dscfg cluster` (which writes an operator client at DIR/client, admin
+and read-write on every node), starts the bootstrap node, then the others
+joining with --bootstrapper/--identity/--join-secret-file (DIR/n0/join.secret:
+the secret itself is never on a command line, where `ps` shows it to every
+user), prints every node's multiaddr and the dsclient commands to paste, and
+stops them all cleanly on Ctrl-C. DIR (default a new temp dir) keeps the
+configs, the data and each node's log (n<i>.log) after the stop: run it again
+with --dir DIR to start the same cluster again.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import shutil
 import signal
 import sys
 import tempfile
 
 import trio
 
-from dscluster.config import JOIN_SECRET_FILE
-from dscluster.testing.cluster import ProcessCluster
+from dscluster.procs import ProcessCluster, script
+
+CLIENT_DIR = "client"
 
 
 class LocalCluster(ProcessCluster):
-    """ProcessCluster whose joiners read the secret from the bootstrap's join.secret."""
+    """A ProcessCluster that starts again from DIR when DIR already holds one."""
 
-    def command(self, i: int) -> list[str]:
-        cmd = super().command(i)
-        if "--join-secret" in cmd:
-            at = cmd.index("--join-secret")
-            cmd[at:at + 2] = ["--join-secret-file", os.path.join(self.conf(0), JOIN_SECRET_FILE)]
-        return cmd
+    async def __aenter__(self) -> LocalCluster:
+        if not os.path.exists(os.path.join(self.conf(0), "config.json")):
+            await super().__aenter__()
+            return self
+        from dscluster.config import load_node_config, table_of
+
+        self.bootstrap_addr = f"{load_node_config(self.conf(0)).swarm[0]}/p2p/{self.peer_id(0)}"
+        try:
+            for i in range(self.n):
+                await self.start(i)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.stop_all)
+            raise
+        self.table = table_of(load_node_config(self.conf(0)))
+        return self
+
+
+def instructions(base: str) -> list[str]:
+    """The lines telling a person what to paste next."""
+    client = shlex.quote(os.path.join(base, CLIENT_DIR))
+    path = script("dsclient")  # the venv's, which may not be on PATH
+    dsclient = "dsclient" if shutil.which("dsclient") == path else shlex.quote(path)
+    return [
+        f"client config (admin): {client}; in another terminal try:",
+        f"  {dsclient} --conf {client} add FILE",
+        f"  {dsclient} --conf {client} status",
+        f"  {dsclient} --conf {client} cluster status",
+        f"(or export DSCLIENT_CONF={client}); authorize another client with "
+        f"{dsclient} cluster auth add PEER read-write",
+    ]
 
 
 async def _run(nodes: int, base: str, datastore: str) -> None:
-    async with LocalCluster(base, nodes, datastore=datastore, tick=0.5) as cluster:
-        print(f"ds-cluster: {nodes} nodes, configs and logs in {base}")
+    client = os.path.join(base, CLIENT_DIR)
+    async with LocalCluster(base, nodes, datastore=datastore, tick=0.5,
+                            operator_client=client) as cluster:
+        print(f"ds-cluster: {nodes} nodes, configs, data and logs in {base}")
         for i in range(nodes):
-            with open(f"{base}/n{i}.out", encoding="utf-8") as f:
-                print(f"  node {i}: {f.readline().split('on ', 1)[-1].strip()}")
+            addrs = cluster.listening_addrs(i)
+            print(f"  node {i}: {addrs[-1] if addrs else '?'}")
         print(f"bootstrap: {cluster.bootstrap_addr}")
-        print(f"authorized client identity is in {base}/n0/clients; add a client with "
-              f"`dscfg client FILE` and append its peer ID to each n<i>/clients")
-        print("Ctrl-C stops every node", flush=True)
+        for line in instructions(base):
+            print(line)
+        print("Ctrl-C stops every node (the directory stays)", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 break
         print("stopping every node...", flush=True)
+    print(f"stopped; {base} is kept (start it again with --dir {shlex.quote(base)})",
+          flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dscluster.localcluster")
     parser.add_argument("--nodes", type=int, default=3)
-    parser.add_argument("--dir", default="")
+    parser.add_argument("--dir", default="", help="default: a new directory under /tmp")
     parser.add_argument("--datastore", default="leveldb")
     args = parser.parse_args(argv)
-    base = args.dir or tempfile.mkdtemp(prefix="dscluster-")
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
+    base = os.path.abspath(args.dir) if args.dir else tempfile.mkdtemp(prefix="dscluster-")
+    os.makedirs(base, exist_ok=True)
     try:
         trio.run(_run, args.nodes, base, args.datastore)
     except KeyboardInterrupt:
         pass
+    except RuntimeError as exc:  # a node did not start: its log says why
+        print(f"localcluster: error: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -9,19 +9,16 @@ same datastore, as a restarted process would. `ClusterClientHelper` adds a
 client host that talks the store protocol to whichever node owns a key (a tiny
 router following MOVED/ASK).
 
-Processes (`ProcessCluster`): `dscfg cluster -n N`, the bootstrap node, and
-the others joining with --bootstrapper/--identity, exactly as an operator
-starts them; see that class.
+Processes (`ProcessCluster`, re-exported from dscluster/procs.py): `dscfg
+cluster -n N`, the bootstrap node, and the others joining with
+--bootstrapper/--identity/--join-secret-file, exactly as an operator starts
+them; see that class.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -36,6 +33,7 @@ from dscluster.net.host import HostHandle, Identity, open_host, parse_peer_id
 from dscluster.net.rpc import RpcClient, open_rpc_client
 from dscluster.node import DataNode, NodeSettings, run_data_node
 from dscluster.node.auth import Role
+from dscluster.procs import ProcessCluster, _script, rss_kib
 from dscluster.wire import messages as wm
 
 FAST_GOSSIP = GossipConfig(heartbeat_ticks=1, pfail_ticks=6, fail_window_ticks=12, retry_ticks=2)
@@ -238,159 +236,6 @@ async def store_client(identity: Identity, table: SlotTable) -> AsyncIterator[St
         yield StoreClient(host, rpc, table)
 
 
-
-
-# -- real processes ---------------------------------------------------------------------
-
-
-class ProcessCluster:
-    """N ``dscluster`` processes started as go-ds-cluster's README starts them.
-
-    ``dscfg cluster -n N DIR/n0`` writes the bootstrap config; a clients file
-    authorizes ``client_identity``; node 0 starts from its config and nodes
-    1..N-1 join with ``--bootstrapper --identity --join-secret``. Each node's
-    stdout/stderr go to DIR/n<i>.out / DIR/n<i>.log. Use ``async with``.
-    """
-
-    def __init__(self, base_dir: str | os.PathLike[str], n: int = 3, *,
-                 datastore: str = "leveldb", tick: float = 0.2,
-                 extra_args: Sequence[str] = (), admin_client: bool = False,
-                 env: Mapping[str, str] | None = None) -> None:
-        self.base = os.fspath(base_dir)
-        self.env = {**os.environ, **env} if env else None  # the daemons' environment
-        self.admin_client = admin_client  # the client identity is also a cluster admin
-        self.n = n
-        self.datastore = datastore
-        self.tick = tick
-        self.extra_args = list(extra_args)
-        self.client_identity = Identity.generate()
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
-        self.bootstrap_addr = ""
-        self.secret = ""
-        self.table: SlotTable | None = None
-
-    def conf(self, i: int) -> str:
-        return os.path.join(self.base, f"n{i}")
-
-    def seeds(self) -> dict[str, list[str]]:
-        """Every node's peer ID and addresses, as open_admin takes them."""
-        assert self.table is not None
-        return {p: list(n.addrs) for p, n in self.table.nodes.items()}
-
-    def peer_id(self, i: int) -> str:
-        from dscluster.config import load_node_config
-
-        return load_node_config(self.conf(i)).identity.peer_id
-
-    def log_path(self, i: int) -> str:
-        return os.path.join(self.base, f"n{i}.log")
-
-    def log_text(self, i: int) -> str:
-        with open(self.log_path(i), encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    async def __aenter__(self) -> ProcessCluster:
-        out = subprocess.run([_script("dscfg"), "cluster", f"--cluster-node-number={self.n}",
-                              self.conf(0)], check=True, capture_output=True, text=True)
-        lines = out.stdout.splitlines()
-        self.bootstrap_addr = lines[0].strip()
-        self.secret = lines[1].split(":", 1)[1].strip()
-        with open(os.path.join(self.conf(0), "clients"), "w", encoding="utf-8") as f:
-            f.write(f"{self.client_identity.peer_id_str}\n")
-        await self.start(0)
-        for i in range(1, self.n):
-            await self.start(i)
-        from dscluster.cli import table_of
-        from dscluster.config import load_node_config
-
-        self.table = table_of(load_node_config(self.conf(0)))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for i in range(self.n):
-            self.stop(i)
-
-    def command(self, i: int) -> list[str]:
-        cmd = [_script("dscluster"), "--conf", self.conf(i), "--datastore", self.datastore,
-               "--tick", str(self.tick), *self.extra_args]
-        if i and not os.path.exists(os.path.join(self.conf(i), "config.json")):
-            cmd += ["--bootstrapper", self.bootstrap_addr, "--identity", str(i),
-                    "--join-secret", self.secret]
-        return cmd
-
-    async def start(self, i: int, timeout: float = 30) -> None:
-        """Start node i and wait until it prints its listening address."""
-        if self.admin_client:
-            os.makedirs(self.conf(i), exist_ok=True)
-            with open(os.path.join(self.conf(i), "admins"), "w", encoding="utf-8") as f:
-                f.write(f"{self.client_identity.peer_id_str}\n")
-        out_path = os.path.join(self.base, f"n{i}.out")
-        with open(out_path, "wb") as out, open(self.log_path(i), "ab") as err:
-            self.procs[i] = subprocess.Popen(self.command(i), stdout=out, stderr=err,
-                                             env=self.env)
-        with trio.fail_after(timeout):
-            while True:
-                with open(out_path, encoding="utf-8", errors="replace") as f:
-                    if "node listening on" in f.read():
-                        return
-                proc = self.procs[i]
-                if proc is not None and proc.poll() is not None:
-                    raise RuntimeError(f"node {i} exited with {proc.returncode}: "
-                                       f"{self.log_text(i)[-2000:]}")
-                await trio.sleep(0.05)
-
-    def listening_addrs(self, i: int) -> list[str]:
-        """The multiaddrs node i printed at its last start."""
-        marker = "node listening on "
-        with open(os.path.join(self.base, f"n{i}.out"), encoding="utf-8",
-                  errors="replace") as f:
-            return [line.split(marker, 1)[1].strip() for line in f if marker in line]
-
-    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs[i]
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(sig)
-            proc.wait(timeout=20)
-
-    def stop(self, i: int) -> int | None:
-        """SIGTERM and wait (SIGKILL after 20 s); returns the exit status."""
-        proc = self.procs[i]
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
-
-    async def wait_for_log(self, i: int, *texts: str, timeout: float = 30,
-                           after: int = 0) -> str:
-        """Wait until node i's log holds one of ``texts`` past offset ``after``; returns it."""
-        with trio.fail_after(timeout):
-            while True:
-                log_text = self.log_text(i)[after:]
-                for text in texts:
-                    if text in log_text:
-                        return text
-                await trio.sleep(0.1)
-
-
-def rss_kib(pid: int) -> int:
-    """A process's resident set (VmRSS) in KiB, 0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _script(name: str) -> str:
-    """The console script next to this interpreter (the venv's), else on PATH."""
-    candidate = os.path.join(os.path.dirname(sys.executable), name)
-    return candidate if os.path.exists(candidate) else (shutil.which(name) or name)
+# Real processes live in dscluster/procs.py (localcluster needs them without a test harness).
+__all__ = ["FAST_GOSSIP", "InProcessCluster", "ProcessCluster", "StoreClient", "_script",
+           "local_cluster", "rss_kib", "store_client"]

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import trio
 
-from dscluster.cli import open_datastore
+from dscluster.datastore.open import open_datastore
 from dscluster.datastore.flatfs import FlatfsDatastore
 from dscluster.datastore.hybrid import HybridDatastore
 from dscluster.datastore.leveldb import LevelDatastore

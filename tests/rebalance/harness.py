@@ -29,7 +29,7 @@ class GrowingCluster(ProcessCluster):
             return super().command(i)
         return [*super().command(0)[:1], "--conf", self.conf(i), "--datastore", self.datastore,
                 "--tick", str(self.tick), *self.extra_args, "--bootstrapper",
-                self.bootstrap_addr, "--join", "--join-secret", self.secret]
+                self.bootstrap_addr, "--join", "--join-secret-file", self.secret_file]
 
     async def add_node(self) -> int:
         """Start one more node with ``--join``; returns its index."""

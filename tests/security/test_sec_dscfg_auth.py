@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dscfg.cli import main
+from dscluster.config import load_client_config, load_node_config
 from dscluster.net.host import Identity
 from dscluster.net.pnet import load_swarm_key
 from dscluster.node.auth import Role
@@ -17,8 +18,25 @@ from dscluster.node.clients import load_clients
 
 @pytest.fixture
 def conf(tmp_path: Path) -> Path:
-    assert main(["cluster", "-n", "2", str(tmp_path / "c"), "--private-network"]) == 0
+    assert main(["cluster", "-n", "2", str(tmp_path / "c"), "--private-network",
+                 "--no-client"]) == 0
     return tmp_path / "c"
+
+
+def test_cluster_writes_an_operator_client_admin_on_the_bootstrap(tmp_path: Path) -> None:
+    conf = tmp_path / "c"
+    assert main(["cluster", "-n", "2", str(conf), "--private-network"]) == 0
+    client = load_client_config(conf / "client")
+    assert load_clients(str(conf)) == {client.identity.peer_id: Role.ADMIN}
+    boot = load_node_config(conf)
+    assert client.bootstrap_addrs == (f"{boot.swarm[0]}/p2p/{boot.identity.peer_id}",)
+    assert load_swarm_key(conf / "client" / "swarm.key") == load_swarm_key(conf / "swarm.key")
+    for path in (conf / "client" / "config.json", conf / "client" / "swarm.key"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # an existing operator config is not overwritten without --force
+    assert main(["cluster", "-n", "2", str(tmp_path / "d"), "--client-dir",
+                 str(conf / "client")]) == 1
+    assert not (tmp_path / "d" / "config.json").exists()
 
 
 def test_private_network_key_file(conf: Path) -> None:

@@ -6,7 +6,7 @@ import os
 import pytest
 import trio
 
-from dscluster.cli import open_datastore, write_mode
+from dscluster.datastore.open import open_datastore, write_mode
 from dscluster.config import (
     DatastoreConfig,
     IdentityConfig,
