@@ -17,19 +17,24 @@ path-prefix queries. Expected answers are computed by a small reference in
 this file, written independently of ``naive_query``, so a backend that
 delegates to ``naive_query`` is still checked against something else.
 Every test runs under a hard ``trio.fail_after`` deadline (``deadline``).
+
+The module imports without pytest (reference_query and OpenWith are plain
+code): pytest is imported only to register the ``ds`` fixture and to skip,
+and an expected exception that is missing is a plain AssertionError.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import operator
 import random
 import threading
-from collections.abc import Awaitable, Callable
+import unittest
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-import pytest
 import trio
 
 from dscluster.datastore.base import Datastore
@@ -111,12 +116,43 @@ def reference_query(q: Query, model: dict[str, bytes]) -> list[Entry]:
     for o in reversed(q.orders):
         by_value = isinstance(o, OrderByValue | OrderByValueDescending)
         descending = isinstance(o, OrderByKeyDescending | OrderByValueDescending)
-        items.sort(key=lambda kv, i=int(by_value): kv[i], reverse=descending)
+        items.sort(key=operator.itemgetter(1 if by_value else 0), reverse=descending)
     end = q.offset + q.limit if q.limit else None
     items = items[q.offset : end]
     return [
         Entry(k, None if q.keys_only else v, len(v) if q.returns_sizes else -1) for k, v in items
     ]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _fixture(fn: _F) -> _F:
+    """pytest.fixture(fn) when pytest is installed; without it the suite still imports."""
+    try:
+        import pytest
+    except ImportError:
+        return fn
+    return pytest.fixture(fn)  # type: ignore[return-value]
+
+
+def _skip(reason: str) -> None:
+    """pytest.skip (pytest-trio reports it, not a SkipTest inside a nursery); SkipTest without."""
+    try:
+        import pytest
+    except ImportError:
+        raise unittest.SkipTest(reason) from None
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def _raises(kind: type[BaseException]) -> Iterator[None]:
+    """pytest.raises(kind) without pytest: other exceptions propagate, none fails."""
+    try:
+        yield
+    except kind:
+        return
+    raise AssertionError(f"DID NOT RAISE {kind.__name__}")
 
 
 def _bounded(test: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
@@ -157,7 +193,7 @@ class DatastoreSuite:
 
     # -- fixtures and helpers --------------------------------------------------
 
-    @pytest.fixture
+    @_fixture
     async def ds(self, ds_factory: DatastoreFactory):  # type: ignore[no-untyped-def]
         store = await ds_factory.open()
         try:
@@ -214,7 +250,7 @@ class DatastoreSuite:
         assert await ds.get_size(k) == 5
         await ds.delete(k)
         assert not await ds.has(k)
-        with pytest.raises(NotFoundError):
+        with _raises(NotFoundError):
             await ds.get(k)
 
     @_bounded
@@ -229,9 +265,9 @@ class DatastoreSuite:
     @_bounded
     async def test_missing_key(self, ds: Datastore) -> None:
         k = self.key(0, 3)
-        with pytest.raises(NotFoundError):
+        with _raises(NotFoundError):
             await ds.get(k)
-        with pytest.raises(NotFoundError):
+        with _raises(NotFoundError):
             await ds.get_size(k)
         assert await ds.has(k) is False
         await ds.delete(k)  # deleting a missing key is not an error
@@ -263,8 +299,8 @@ class DatastoreSuite:
         model[self.key(2, 0)] = bytes(range(256))
         model[self.key(2, 1)] = bytes(range(255, -1, -1)) * 3
         await self.fill(ds, model)
-        await ds.put(self.key(2, 2), bytearray(b"\x00\xff"))  # bytes-like values are accepted
-        await ds.put(self.key(2, 3), memoryview(b"\x80\x00\x7f"))
+        await ds.put(self.key(2, 2), bytearray(b"\x00\xff"))  # type: ignore[arg-type]  # bytes-like
+        await ds.put(self.key(2, 3), memoryview(b"\x80\x00\x7f"))  # type: ignore[arg-type]
         model[self.key(2, 2)] = b"\x00\xff"
         model[self.key(2, 3)] = b"\x80\x00\x7f"
         for k, v in model.items():
@@ -459,12 +495,12 @@ class DatastoreSuite:
         batch = await ds.batch()
         batch.put(self.key(9, 1), b"ok")
         for bad in BAD_KEYS:
-            with pytest.raises(BadKeyError):
+            with _raises(BadKeyError):
                 batch.put(bad, b"x")  # type: ignore[arg-type]
-            with pytest.raises(BadKeyError):
+            with _raises(BadKeyError):
                 batch.delete(bad)  # type: ignore[arg-type]
         for bad in BAD_VALUES:
-            with pytest.raises(BadRequestError):
+            with _raises(BadRequestError):
                 batch.put(self.key(9, 2), bad)  # type: ignore[arg-type]
         assert len(batch) == 1
         await batch.commit()
@@ -485,7 +521,7 @@ class DatastoreSuite:
     @_bounded
     async def test_reopen_keeps_data(self, ds_factory: DatastoreFactory) -> None:
         if not ds_factory.durable:
-            pytest.skip("volatile store")
+            _skip("volatile store")
         model = {self.key(11, i): b"%d" % i for i in range(50)}
         ds = await ds_factory.open()
         try:
@@ -537,9 +573,9 @@ class DatastoreSuite:
     async def test_bad_keys_are_rejected(self, ds: Datastore) -> None:
         for bad in BAD_KEYS:
             for call in (ds.get, ds.has, ds.get_size, ds.delete, ds.sync):
-                with pytest.raises(BadKeyError):
-                    await call(bad)  # type: ignore[operator]
-            with pytest.raises(BadKeyError):
+                with _raises(BadKeyError):
+                    await call(bad)  # type: ignore[arg-type]
+            with _raises(BadKeyError):
                 await ds.put(bad, b"x")  # type: ignore[arg-type]
         assert await _all(ds) == []
 
@@ -548,14 +584,14 @@ class DatastoreSuite:
         k = self.key(13, 1)
         await ds.put(k, b"original")
         for bad in BAD_VALUES:
-            with pytest.raises(BadRequestError):
+            with _raises(BadRequestError):
                 await ds.put(k, bad)  # type: ignore[arg-type]
-            with pytest.raises(BadRequestError):
+            with _raises(BadRequestError):
                 await ds.put(self.key(13, 2), bad)  # type: ignore[arg-type]
         assert await ds.get(k) == b"original"
         assert not await ds.has(self.key(13, 2))
         for bad_query in ("/prefix", 0, {"prefix": "/"}):
-            with pytest.raises(BadRequestError):
+            with _raises(BadRequestError):
                 await ds.query(bad_query)  # type: ignore[arg-type]
 
     @_bounded
@@ -570,15 +606,15 @@ class DatastoreSuite:
         await ds.close()  # idempotent
         assert ds.closed
         for call in (ds.get, ds.has, ds.get_size, ds.delete, ds.sync):
-            with pytest.raises(DatastoreClosedError):
+            with _raises(DatastoreClosedError):
                 await call(k)
-        with pytest.raises(DatastoreClosedError):
+        with _raises(DatastoreClosedError):
             await ds.put(k, b"x")
-        with pytest.raises(DatastoreClosedError):
+        with _raises(DatastoreClosedError):
             await ds.query(Query())
-        with pytest.raises(DatastoreClosedError):
+        with _raises(DatastoreClosedError):
             await ds.batch()
-        with pytest.raises(DatastoreClosedError):
+        with _raises(DatastoreClosedError):
             await pending.commit()
         # A query opened before close may end or raise DatastoreClosedError; never crash.
         try:

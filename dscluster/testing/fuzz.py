@@ -15,11 +15,15 @@ bytes alone rarely get past a decoder's first check.
 tests/security/test_sec_fuzz.py runs every target briefly;
 ``python -m dscluster.testing.fuzz --minutes N`` runs them round-robin with
 many more examples until N minutes are up and prints examples per target.
+
+The module imports without hypothesis (it is a test extra: ``pip install
+'ds-cluster[test]'``); building a strategy or running a target needs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -31,28 +35,43 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from dscluster.errors import DSClusterError
 
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+except ImportError:  # importable without the test extra; running a target needs it
+    HAVE_HYPOTHESIS = False
+else:
+    HAVE_HYPOTHESIS = True
+
 log = logging.getLogger(__name__)
+
+NEEDS_HYPOTHESIS = "the fuzzer needs hypothesis: pip install 'ds-cluster[test]'"
 
 # -- strategies ----------------------------------------------------------------------
 
-_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
-            | st.floats(allow_nan=True) | st.text(max_size=40) | st.binary(max_size=40))
-json_like = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=30)
-    | st.floats(allow_nan=False, allow_infinity=False),
-    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=12), inner,
-                                                                max_size=6),
-    max_leaves=30)
-cbor_like = st.recursive(
-    _scalars,
-    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(
-        st.text(max_size=12) | st.integers(-5, 70), inner, max_size=6),
-    max_leaves=30)
+
+@functools.cache
+def json_like() -> st.SearchStrategy[Any]:
+    return st.recursive(
+        st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=30)
+        | st.floats(allow_nan=False, allow_infinity=False),
+        lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=12), inner,
+                                                                    max_size=6),
+        max_leaves=30)
+
+
+@functools.cache
+def cbor_like() -> st.SearchStrategy[Any]:
+    scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
+               | st.floats(allow_nan=True) | st.text(max_size=40) | st.binary(max_size=40))
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=6) | st.dictionaries(
+            st.text(max_size=12) | st.integers(-5, 70), inner, max_size=6),
+        max_leaves=30)
 
 
 def _wire_tags() -> list[int]:
@@ -65,7 +84,7 @@ def _wire_tags() -> list[int]:
 def _tagged_arrays() -> st.SearchStrategy[bytes]:
     """[tag, random fields...] for every registered wire tag, as CBOR."""
     return st.builds(lambda tag, fields: cbor2.dumps([tag, *fields]),
-                     st.sampled_from(_wire_tags()), st.lists(cbor_like, max_size=8))
+                     st.sampled_from(_wire_tags()), st.lists(cbor_like(), max_size=8))
 
 
 def _core_maps() -> st.SearchStrategy[bytes]:
@@ -73,11 +92,11 @@ def _core_maps() -> st.SearchStrategy[bytes]:
 
     return st.builds(lambda t, rest: cbor2.dumps({**rest, "t": t}),
                      st.sampled_from(sorted(MESSAGE_TYPES)),
-                     st.dictionaries(st.text(max_size=10), cbor_like, max_size=8))
+                     st.dictionaries(st.text(max_size=10), cbor_like(), max_size=8))
 
 
 def _cbor_bytes() -> st.SearchStrategy[bytes]:
-    return st.binary(max_size=300) | cbor_like.map(cbor2.dumps)
+    return st.binary(max_size=300) | cbor_like().map(cbor2.dumps)
 
 
 # -- the decoders under test ------------------------------------------------------------
@@ -187,7 +206,7 @@ def _spec_like() -> st.SearchStrategy[Any]:
         lambda inner: st.fixed_dictionaries({"type": kinds}, optional={
             "mounts": st.lists(inner, max_size=3), "child": inner}),
         max_leaves=6)
-    return node | json_like
+    return node | json_like()
 
 
 @dataclass(frozen=True)
@@ -202,9 +221,11 @@ TARGETS: tuple[Target, ...] = (
     Target("wire-messages", lambda: _cbor_bytes() | _tagged_arrays(), _wire_message),
     Target("core-messages", lambda: _cbor_bytes() | _core_maps(), _core_message),
     Target("table-cbor", _cbor_bytes, _table_cbor),
-    Target("table-config", lambda: json_like | st.lists(json_like, max_size=4), _table_config),
-    Target("node-config", lambda: json_like | _config_bytes(), _config_file("load_node_config")),
-    Target("client-config", lambda: json_like | _config_bytes(),
+    Target("table-config", lambda: json_like() | st.lists(json_like(), max_size=4),
+           _table_config),
+    Target("node-config", lambda: json_like() | _config_bytes(),
+           _config_file("load_node_config")),
+    Target("client-config", lambda: json_like() | _config_bytes(),
            _config_file("load_client_config")),
     Target("cid", lambda: st.text(max_size=80) | st.binary(max_size=80)
            | st.sampled_from(["bafkqaaa", "Qm", "z", "f01", "bafy" + "a" * 55]), _cid),
@@ -219,6 +240,8 @@ TARGETS: tuple[Target, ...] = (
 
 def run_target(target: Target, max_examples: int, seed: int | None = None) -> int:
     """Run one target; returns how many examples ran. A crash propagates."""
+    if not HAVE_HYPOTHESIS:
+        raise RuntimeError(NEEDS_HYPOTHESIS)
     count = 0
 
     @settings(max_examples=max_examples, deadline=None, database=None,
@@ -245,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--examples", type=int, default=2000, help="per target per round")
     parser.add_argument("--only", default="", help="comma-separated target names")
     args = parser.parse_args(argv)
+    if not HAVE_HYPOTHESIS:
+        parser.error(NEEDS_HYPOTHESIS)
     chosen = [t for t in TARGETS if not args.only or t.name in args.only.split(",")]
     if not chosen:
         parser.error(f"no target named {args.only!r}")
