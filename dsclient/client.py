@@ -64,7 +64,8 @@ from dscluster.errors import (
 )
 from dscluster.net.host import HostHandle, Identity, open_host, parse_peer_id
 from dscluster.net.pnet import swarm_key_of
-from dscluster.net.rpc import RpcClient, RpcLimits, open_rpc_client
+from dscluster.net.rpc_client import RpcClient, open_rpc_client
+from dscluster.net.rpc_limits import RpcLimits
 from dscluster.wire import messages as wm
 
 log = logging.getLogger(__name__)

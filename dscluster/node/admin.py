@@ -41,7 +41,7 @@ from dscluster.core.slots import SLOT_COUNT, SlotSet, key_slot, normalize_ranges
 from dscluster.datastore import Query
 from dscluster.errors import BadRequestError, ConfigError, UnauthorizedError
 from dscluster.net.host import parse_peer_id
-from dscluster.net.rpc import serve_rpc
+from dscluster.net.rpc_server import serve_rpc
 from dscluster.node.auth import Role
 from dscluster.wire import admin_messages as am
 from dscluster.wire import messages as wm

@@ -44,7 +44,9 @@ from dscluster.datastore import Datastore
 from dscluster.errors import ConfigError
 from dscluster.net.admission import set_trust
 from dscluster.net.host import HostHandle, parse_peer_id
-from dscluster.net.rpc import RpcClient, RpcLimits, open_rpc_client, reject_stream, serve_rpc
+from dscluster.net.rpc_client import RpcClient, open_rpc_client
+from dscluster.net.rpc_limits import RpcLimits
+from dscluster.net.rpc_server import reject_stream, serve_rpc
 from dscluster.node.auth import Authorizer, Role, from_table, to_table
 from dscluster.node.clients import ClientsFileSync, Edit
 from dscluster.node.driver import CoreDriver

@@ -56,7 +56,7 @@ ADMIN_PROTOCOL = "/dscluster/admin/1.0.0"
 MAX_KEY_LEN = 4096  # characters; go-datastore keys are paths, block keys are ~60
 MAX_BATCH = 65536  # keys per batched request (the frame size limit binds first for values)
 
-Key = Annotated[str, MaxLen(MAX_KEY_LEN)]
+Key = Annotated[str, MaxLen(MAX_KEY_LEN, "key")]  # too long: answered bad_key
 Keys = Annotated[tuple[Key, ...], MaxLen(MAX_BATCH)]
 Value = bytes | bool | int | None  # get -> bytes, has -> bool, get_size -> int, put -> None
 

@@ -12,10 +12,21 @@ checks every field's exact type and size:
 Supported annotations: ``int`` (64-bit signed, never a bool), ``bool``,
 ``str`` and ``bytes`` (optionally ``Annotated[..., MaxLen(n)]``), an
 ``enum.Enum`` with str values, ``X | None``, unions of these, ``tuple[X, ...]``
-(at most MAX_ITEMS), fixed ``tuple[A, B]`` and registered structs. Trailing
-fields that have defaults may be omitted on the wire; anything else that does
-not fit (unknown tag, wrong type, missing or extra field, oversized string,
-undecodable CBOR, bytes after the message's CBOR item) raises ``ProtocolError`` from ``decode`` and nothing else.
+(at most MAX_ITEMS), fixed ``tuple[A, B]`` and registered structs.
+
+Upgrades, one node at a time: trailing fields that have defaults may be
+omitted on the wire (an older sender), and fields past the last one we know
+are ignored (a newer sender), in messages and structs alike. Anything else
+that does not fit (unknown tag, wrong type, a missing required field, an
+oversized string, undecodable CBOR, bytes after the message's CBOR item)
+raises ``ProtocolError`` from ``decode`` and nothing else. When the frame held
+a well-formed array with a known tag, the error is a ``MessageError`` naming
+the message type and, when it could be read, the request id: a server answers
+that one request instead of resetting a stream other requests share.
+
+Two kinds of message: ``Message`` (a request or response, first field ``id``)
+and ``Tagged`` (a one-way message with no id: gossip, migration, join).
+Tags are unique across the whole tree (doc/protocol.md lists them).
 """
 
 from __future__ import annotations
@@ -40,9 +51,38 @@ INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 @dataclass(frozen=True)
 class MaxLen:
-    """Annotated[str | bytes, MaxLen(n)]: at most n characters or bytes."""
+    """Annotated[str | bytes, MaxLen(n)]: at most n characters or bytes.
+
+    ``kind`` names what a value over the limit is (``"key"``: a datastore key),
+    carried by the ``TooLong`` error so a server can answer with the right code.
+    """
 
     n: int
+    kind: str = ""
+
+
+class TooLong(ProtocolError):
+    """A string, bytes or array field over its limit."""
+
+    def __init__(self, text: str, kind: str) -> None:
+        super().__init__(text)
+        self.kind = kind
+
+
+class MessageError(ProtocolError):
+    """A whole, well-formed frame whose message does not fit its type.
+
+    ``message_type`` is the class its tag names; ``request_id`` its id when the
+    id itself was valid (else None); ``kind`` the ``MaxLen.kind`` of the field
+    that was too long, if that was the failure.
+    """
+
+    def __init__(self, text: str, message_type: type, request_id: int | None,
+                 kind: str = "") -> None:
+        super().__init__(text)
+        self.message_type = message_type
+        self.request_id = request_id
+        self.kind = kind
 
 
 Encoder = Callable[[Any], Any]
@@ -52,14 +92,19 @@ T = TypeVar("T")
 _BY_TAG: dict[int, type] = {}
 
 
-class Message:
-    """Base of every top-level message: a tag and a request id."""
+class Tagged:
+    """Base of every top-level message: a tag, then the fields."""
 
     TAG: typing.ClassVar[int]
-    id: int
 
     def encode(self) -> bytes:
         return cbor2.dumps(self._to_wire())  # type: ignore[attr-defined]
+
+
+class Message(Tagged):
+    """A request or a response: its first field is the request id."""
+
+    id: int
 
 
 def _identity(v: Any) -> Any:
@@ -73,7 +118,7 @@ def _fail(what: str, v: Any) -> typing.NoReturn:
     raise ProtocolError(f"{what}: got {text}")
 
 
-def _scalar(tp: type, limit: int | None) -> tuple[Encoder, Decoder]:
+def _scalar(tp: type, limit: int | None, kind: str = "") -> tuple[Encoder, Decoder]:
     if tp is int:
 
         def dec_int(v: Any) -> int:
@@ -97,7 +142,7 @@ def _scalar(tp: type, limit: int | None) -> tuple[Encoder, Decoder]:
             if type(v) is not tp:
                 _fail(f"expected {tp.__name__}", v)
             if cap is not None and len(v) > cap:
-                _fail(f"{tp.__name__} longer than {cap}", len(v))
+                raise TooLong(f"{tp.__name__} of {len(v)} longer than {cap}", kind)
             return v
 
         return _identity, dec_text
@@ -118,9 +163,12 @@ def _scalar(tp: type, limit: int | None) -> tuple[Encoder, Decoder]:
 
 def _compile(hint: Any) -> tuple[Encoder, Decoder]:
     limit = None
+    kind = ""
     if typing.get_origin(hint) is typing.Annotated:
         hint, *extras = typing.get_args(hint)
-        limit = next((e.n for e in extras if isinstance(e, MaxLen)), None)
+        max_len = next((e for e in extras if isinstance(e, MaxLen)), None)
+        if max_len is not None:
+            limit, kind = max_len.n, max_len.kind
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return _compile_union(typing.get_args(hint))
@@ -129,7 +177,7 @@ def _compile(hint: Any) -> tuple[Encoder, Decoder]:
         if len(args) == 2 and args[1] is Ellipsis:
             return _compile_array(args[0], limit)
         return _compile_fixed(args)
-    return _scalar(hint, limit)
+    return _scalar(hint, limit, kind)
 
 
 def _compile_union(alts: tuple[Any, ...]) -> tuple[Encoder, Decoder]:
@@ -209,7 +257,7 @@ def _compile_array(item: Any, limit: int | None) -> tuple[Encoder, Decoder]:
         if type(v) is not list:
             _fail("expected an array", v)
         if len(v) > cap:
-            _fail(f"array longer than {cap}", len(v))
+            raise TooLong(f"array of {len(v)} longer than {cap}", "")
         return tuple([d(x) for x in v])
 
     # Items that need no conversion: cbor2 writes the tuple itself as an array,
@@ -245,36 +293,54 @@ def _field_codecs(cls: type) -> tuple[list[str], list[Encoder], list[Decoder], i
     return names, [c[0] for c in codecs], [c[1] for c in codecs], required
 
 
-def _decode_fields(cls: type, what: str, required: int, decs: list[Decoder], v: Any) -> Any:
+Check = Callable[[Any], None]  # raises ProtocolError (or ValueError) for a bad decoded value
+
+
+def _decode_fields(cls: type, what: str, required: int, decs: list[Decoder], v: Any,
+                   check: Check | None = None) -> Any:
     if type(v) is not list:
         _fail(f"{what}: expected an array", v)
-    if not required <= len(v) <= len(decs):
-        _fail(f"{what}: expected {required}..{len(decs)} fields", len(v))
-    return cls(*[d(x) for d, x in zip(decs, v, strict=False)])
+    if len(v) < required:
+        _fail(f"{what}: expected at least {required} fields", len(v))
+    # zip stops at the fields we know: a newer sender's extra ones are ignored.
+    obj = cls(*[d(x) for d, x in zip(decs, v, strict=False)])
+    if check is not None:
+        check(obj)
+    return obj
 
 
 def struct(cls: type[T]) -> type[T]:
     """Register a frozen dataclass as a nested value (a CBOR array of its fields)."""
+    return register_struct(cls)
+
+
+def register_struct(cls: type[T], check: Check | None = None) -> type[T]:
+    """``struct``, and ``check`` run on every decoded value (not on values we build):
+    for a class defined elsewhere (the core's table entries) whose rules the
+    annotations cannot say."""
     names, encs, decs, required = _field_codecs(cls)
 
     def enc(obj: Any) -> list[Any]:
         return [e(getattr(obj, n)) for n, e in zip(names, encs, strict=True)]
 
     def dec(v: Any) -> Any:
-        return _decode_fields(cls, cls.__name__, required, decs, v)
+        return _decode_fields(cls, cls.__name__, required, decs, v, check)
 
     cls._struct_codec = (enc, dec)  # type: ignore[attr-defined]
     return cls
 
 
-def message(tag: int) -> Callable[[type[T]], type[T]]:
-    """Register a frozen dataclass (subclass of Message, first field ``id``) under ``tag``."""
+def message(tag: int, check: Check | None = None) -> Callable[[type[T]], type[T]]:
+    """Register a frozen dataclass under ``tag``: a ``Message`` (first field ``id``) or
+    another ``Tagged``; ``check`` runs on every decoded one."""
 
     def register(cls: type[T]) -> type[T]:
         if tag in _BY_TAG:
             raise ValueError(f"message tag {tag} already used by {_BY_TAG[tag].__name__}")
+        if not issubclass(cls, Tagged):
+            raise TypeError(f"{cls.__name__}: a message subclasses Tagged or Message")
         names, encs, decs, required = _field_codecs(cls)
-        if names[:1] != ["id"]:
+        if issubclass(cls, Message) and names[:1] != ["id"]:
             raise TypeError(f"{cls.__name__}: the first field must be the request id")
         plain = [(n, e) for n, e in zip(names, encs, strict=True)]
         all_plain = all(e is _identity for e in encs)
@@ -289,7 +355,7 @@ def message(tag: int) -> Callable[[type[T]], type[T]]:
                 return [tag, *[e(getattr(self, n)) for n, e in plain]]
 
         def from_fields(v: list[Any]) -> Any:
-            return _decode_fields(cls, cls.__name__, required, decs, v)
+            return _decode_fields(cls, cls.__name__, required, decs, v, check)
 
         cls.TAG = tag  # type: ignore[attr-defined]
         cls._to_wire = to_wire  # type: ignore[attr-defined]
@@ -300,7 +366,7 @@ def message(tag: int) -> Callable[[type[T]], type[T]]:
     return register
 
 
-def encode(msg: Message) -> bytes:
+def encode(msg: Tagged) -> bytes:
     return msg.encode()
 
 
@@ -323,9 +389,10 @@ def loads_one(payload: bytes) -> Any:
     return raw
 
 
-def decode(payload: bytes) -> Message:
+def decode(payload: bytes) -> Tagged:
     """The message in one frame's payload; ProtocolError on anything malformed
-    (also on bytes after the message: a frame holds exactly one)."""
+    (also on bytes after the message: a frame holds exactly one), MessageError
+    when only the message's fields are wrong."""
     raw = loads_one(payload)
     if type(raw) is not list or not raw:
         _fail("a message is a non-empty array", raw)
@@ -335,10 +402,18 @@ def decode(payload: bytes) -> Message:
         _fail("unknown message tag", tag)
     try:
         return cls._from_fields(raw[1:])  # type: ignore[attr-defined, no-any-return]
-    except ProtocolError as exc:
-        raise ProtocolError(f"{cls.__name__}: {exc}") from None
-    except (TypeError, ValueError) as exc:  # a dataclass __post_init__ refusing a value
-        raise ProtocolError(f"{cls.__name__}: {exc}") from None
+    except (ProtocolError, TypeError, ValueError) as exc:
+        # TypeError/ValueError: a dataclass __post_init__ refusing a value
+        raise MessageError(f"{cls.__name__}: {exc}", cls, _request_id(cls, raw),
+                           exc.kind if isinstance(exc, TooLong) else "") from None
+
+
+def _request_id(cls: type, raw: list[Any]) -> int | None:
+    """The request id of a refused message, if it has one and it is valid."""
+    if not issubclass(cls, Message) or len(raw) < 2:
+        return None
+    rid = raw[1]
+    return rid if type(rid) is int and INT_MIN <= rid <= INT_MAX else None
 
 
 def registered_tags() -> dict[int, type]:

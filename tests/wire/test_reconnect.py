@@ -18,7 +18,8 @@ import multiaddr
 import trio
 
 from dscluster.net.host import Identity, open_host
-from dscluster.net.rpc import RpcLimits, open_rpc_client
+from dscluster.net.rpc_client import open_rpc_client
+from dscluster.net.rpc_limits import RpcLimits
 from dscluster.wire import messages as m
 
 PROTO = "/dscluster/test-reconnect/1.0.0"
@@ -28,7 +29,7 @@ OPEN_TIMEOUT = 4.0
 PEER_SCRIPT = """
 import sys, trio
 from dscluster.net.host import Identity, open_host
-from dscluster.net.rpc import serve_rpc
+from dscluster.net.rpc_server import serve_rpc
 from dscluster.wire import messages as m
 
 class Service:

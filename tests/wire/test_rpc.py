@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import cbor2
 import pytest
 import trio
 
 from dscluster import errors
 from dscluster.net.host import Identity, open_host
-from dscluster.net.rpc import RpcLimits, open_rpc_client, serve_rpc
+from dscluster.net.rpc_client import open_rpc_client
+from dscluster.net.rpc_limits import RpcLimits
+from dscluster.net.rpc_server import serve_rpc
 from dscluster.wire import messages as m
-from dscluster.wire.framing import encode_frame, encode_varint
+from dscluster.wire.framing import FrameDecoder, encode_frame, encode_varint
 
 PROTO = "/dscluster/test-store/1.0.0"
 FAST = RpcLimits(frame_timeout=0.5, request_timeout=10, open_timeout=5)
@@ -210,11 +213,11 @@ async def _raw_stream_is_closed(stream) -> bool:
         encode_frame(b"\xff\xfe not cbor"),
         encode_frame(b"\x82\x18\x63\x01"),  # [99, 1]: unknown tag
         encode_frame(m.Ok(1, b"x").encode()),  # a response sent to a server
-        encode_frame(b"\x83\x01\x01\x01"),  # Get with an int key
+        encode_frame(b"\x83\x01\xf5\x61k"),  # Get whose id is not an int (a bool)
         encode_varint(FAST.max_frame_size + 1) + b"x" * 100,  # oversized
         b"\xff" * 12,  # overlong varint
     ],
-    ids=["cbor", "unknown-tag", "response", "wrong-type", "oversized", "overlong-varint"],
+    ids=["cbor", "unknown-tag", "response", "unreadable-id", "oversized", "overlong-varint"],
 )
 async def test_garbage_closes_only_that_stream(garbage):
     svc = DictService()
@@ -235,6 +238,79 @@ async def test_garbage_closes_only_that_stream(garbage):
                 async with open_rpc_client(bad.host, FAST) as again:
                     assert (await again.call(a.peer_id, PROTO, m.Get(0, "/k"))).value == b"v"
                 assert srv.streams_accepted == 3
+
+
+async def _answers(stream, decoder: FrameDecoder, count: int) -> dict[int, m.Response]:
+    """The next ``count`` responses on a raw stream, by request id."""
+    got: dict[int, m.Response] = {}
+    while len(got) < count:
+        frame = decoder.next_frame()
+        if frame is None:
+            data = await stream.read(65536)
+            assert data, "the server closed the stream"
+            decoder.feed(data)
+            continue
+        msg = m.decode(frame)
+        assert isinstance(msg, m.Response)
+        got[msg.id] = msg
+    return got
+
+
+async def test_a_bad_request_is_answered_alone_and_the_stream_stays_open():
+    """A request whose fields break a bound (a 5,000-character key, a key of the wrong
+    type) gets its own error answer; good requests pipelined around it on the same
+    stream succeed, and the stream is neither reset nor counted as a protocol error."""
+    svc = DictService()
+    svc.data["/k"] = b"v"
+    long_key = "/" + "k" * 5000
+    with trio.fail_after(30):
+        async with open_host() as a, open_host() as b, \
+                serve_rpc(a.host, PROTO, svc, FAST) as srv:
+            await b.connect(a.peer_id, a.addrs)
+            raw = await b.host.new_stream(a.peer_id, [PROTO])
+            frames = [
+                m.Get(1, "/k").encode(),
+                m.Get(2, long_key).encode(),  # the schema encodes it; the server refuses it
+                m.Put(3, "/new", b"n").encode(),
+                cbor2.dumps([m.Put.TAG, 4, 7, b"x"]),  # an int key
+                cbor2.dumps([m.GetMany.TAG, 5, ["/k", long_key]]),
+                m.Get(6, "/new").encode(),
+            ]
+            await raw.write(b"".join(encode_frame(f) for f in frames))
+            decoder = FrameDecoder()
+            got = await _answers(raw, decoder, len(frames))
+            assert got[1] == m.Ok(1, b"v")
+            assert got[3] == m.Ok(3)
+            assert isinstance(got[6], m.Ok) and got[6].value == b"n"
+            for rid, code in ((2, m.ErrorCode.BAD_KEY), (4, m.ErrorCode.BAD_REQUEST),
+                              (5, m.ErrorCode.BAD_KEY)):
+                fail = got[rid]
+                assert isinstance(fail, m.Fail) and fail.error.code is code, (rid, fail)
+            assert "longer than 4096" in got[2].error.message  # type: ignore[union-attr]
+            with pytest.raises(errors.BadKeyError):
+                raise got[2].error.to_exception()  # type: ignore[union-attr]
+            # The same stream still serves.
+            await raw.write(encode_frame(m.Get(7, "/k").encode()))
+            assert (await _answers(raw, decoder, 1))[7] == m.Ok(7, b"v")
+            assert srv.protocol_errors == 0 and srv.bad_requests == 3
+            assert srv.streams_accepted == 1
+
+
+async def test_a_bad_request_reusing_an_in_flight_id_resets_the_stream():
+    """Answering it would give the in-flight request two answers: that is a violation."""
+    svc = DictService()
+    svc.gate = trio.Event()  # Get waits: id 1 stays in flight
+    with trio.fail_after(30):
+        async with open_host() as a, open_host() as b, \
+                serve_rpc(a.host, PROTO, svc, FAST) as srv:
+            await b.connect(a.peer_id, a.addrs)
+            raw = await b.host.new_stream(a.peer_id, [PROTO])
+            await raw.write(encode_frame(m.Get(1, "/k").encode()))
+            while not svc.active:
+                await trio.sleep(0.01)
+            await raw.write(encode_frame(m.Get(1, "/" + "k" * 5000).encode()))
+            assert await _raw_stream_is_closed(raw)
+            assert srv.protocol_errors == 1
 
 
 async def test_slow_sender_hits_the_frame_deadline():
