@@ -16,7 +16,7 @@ each document change atomically). A query pushes down the prefix, an order by
 key and, when nothing else must be evaluated here, offset and limit;
 ``naive_query`` does the rest on the cursor's output.
 
-pymongo blocks, so every call runs in a worker thread. Connection trouble
+pymongo (the ``mongo`` extra) blocks, so every call runs in a worker thread. Connection trouble
 (server down, timeouts, network errors) is UnavailableError; authentication
 failure is UnauthorizedError; a value above MongoDB's 16 MiB document limit
 is BadRequestError.
@@ -34,12 +34,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-import pymongo
-from bson import Binary
-from pymongo import DeleteOne, ReplaceOne
-from pymongo import errors as mongo_errors
-from pymongo.write_concern import WriteConcern
-
 from dscluster.datastore.base import BatchOp, BlockingDatastore
 from dscluster.datastore.key import Key
 from dscluster.datastore.query import (
@@ -52,10 +46,21 @@ from dscluster.datastore.query import (
 )
 from dscluster.errors import (
     BadRequestError,
+    ConfigError,
     NotFoundError,
     UnauthorizedError,
     UnavailableError,
 )
+
+try:  # pymongo is the [mongo] extra: a base install runs every other datastore
+    import pymongo
+    from bson import Binary
+    from pymongo import DeleteOne, ReplaceOne
+    from pymongo import errors as mongo_errors
+    from pymongo.write_concern import WriteConcern
+except ImportError as exc:
+    raise ConfigError("the mongo datastore needs pymongo: pip install 'ds-cluster[mongo]'"
+                      ) from exc
 
 log = logging.getLogger(__name__)
 

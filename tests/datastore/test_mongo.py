@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import uuid
 
 import pymongo
@@ -157,6 +159,34 @@ async def test_unreachable_server_is_unavailable():
 def test_bad_uri_is_a_bad_request():
     with pytest.raises(BadRequestError, match="bad MongoDB URI"):
         MongoDatastore("http://not-mongo", DB, "c")
+
+
+WITHOUT_PYMONGO = r'''
+import importlib.abc, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pymongo", "bson"):
+            raise ImportError(f"{name} is blocked in this test")
+
+sys.meta_path.insert(0, Block())
+import dscluster.cli, dscluster.datastore, dscluster.node  # a base install runs a node
+from dscluster.datastore.open import open_datastore
+from dscluster.errors import ConfigError
+assert open_datastore("leveldb", sys.argv[1], "ds", "", "me").closed is False
+try:
+    open_datastore("mongo", sys.argv[1], "ds", "mongodb://127.0.0.1:1", "me")
+except ConfigError as exc:
+    print(exc)
+'''
+
+
+def test_without_pymongo_only_the_mongo_backend_is_missing_and_it_says_so(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", WITHOUT_PYMONGO, str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ("the mongo datastore needs pymongo: "
+                                   "pip install 'ds-cluster[mongo]'")
 
 
 class TestMongoConformance(DatastoreSuite):
