@@ -1,15 +1,22 @@
-"""Messages between cluster cores, as frozen dataclasses with a CBOR codec.
+"""Messages between cluster cores, as frozen dataclasses on the one wire codec.
 
 Theory of operation
 -------------------
-Every message is a frozen dataclass whose fields are ints, strings, bytes,
-tuples of those, slot-table runs or NodeInfo entries. `encode` writes a CBOR
-map ``{"t": <type tag>, <field>: <value>, ...}``; `decode` checks the tag and
-every field against the dataclass's type hints and raises ProtocolError (never
-anything else) on garbage, so the daemon can hand received bytes straight to
-`decode` and drop a peer that sends rubbish. Unknown fields are ignored and
-absent optional fields take their defaults, so a node that predates a field
-(the client roles' `roles` and `clients`) still talks to one that has it.
+Every message is a frozen dataclass registered with dscluster/wire/schema.py
+(the codec the store and admin protocols use): ``encode`` writes the CBOR
+array ``[tag, field1, field2, ...]``, ``decode`` checks the tag and every
+field's type and raises ProtocolError (never anything else) on garbage, so
+the daemon can hand received bytes straight to ``decode`` and drop a peer
+that sends rubbish. The table's entries travel as nested arrays (NodeInfo
+``[id, addrs, role, version]``, ClientInfo ``[id, role, version]``, a run
+``[start, end, epoch, owner]``), checked by the same rules as the table's own
+decoder. Absent trailing fields take their defaults and fields past the
+known ones are ignored, so nodes of neighbouring versions talk during a
+rolling upgrade. Tags 96-111 are gossip and migration (doc/protocol.md).
+This module is pure (the codec is too): no I/O.
+
+The persisted state (state.cbor) does not use these encodings: it is the
+table's and the migrations' own maps (core/table.py, core/migration.py).
 
 Gossip: Ping carries a digest (one hash per slot bucket, one for the
 membership and one for the client roles), the sender's suspicions (PFAIL) and
@@ -23,22 +30,41 @@ recognised.
 
 from __future__ import annotations
 
-import functools
-import io
-import typing
-from dataclasses import dataclass, fields
-from itertools import repeat
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
-import cbor2
-
-from dscluster.core.table import ClientInfo, NodeInfo, Run, decode_runs
+from dscluster.core.table import MAX_PEER_ID, ClientInfo, NodeInfo, Run, decode_runs
 from dscluster.errors import ProtocolError
+from dscluster.wire import schema
+from dscluster.wire.schema import Tagged, message, register_struct
 
 
+def _check_node(node: NodeInfo) -> None:
+    if not node.id:
+        raise ProtocolError("bad node entry: node id must be a non-empty string")
+    if node.version < 0:
+        raise ProtocolError("bad node entry: version must be a non-negative integer")
+
+
+def _check_client(client: ClientInfo) -> None:
+    if not 0 < len(client.id) <= MAX_PEER_ID:
+        raise ProtocolError("bad client entry: client id must be a non-empty string of at "
+                            f"most {MAX_PEER_ID} characters")
+    if client.version < 0:
+        raise ProtocolError("bad client entry: version must be a non-negative integer")
+
+
+register_struct(NodeInfo, _check_node)
+register_struct(ClientInfo, _check_client)
+
+
+def _check_runs(msg: Any) -> None:
+    decode_runs(list(msg.runs))  # slots in range, epochs and owners consistent
+
+
+@message(96)
 @dataclass(frozen=True)
-class Ping:
-    TAG: ClassVar[str] = "ping"
+class Ping(Tagged):
     buckets: tuple[bytes, ...]
     members: bytes
     epoch: int  # the sender's current epoch
@@ -47,9 +73,9 @@ class Ping:
     roles: bytes = b""  # the hash of the sender's client entries (b"": none)
 
 
+@message(97, _check_runs)
 @dataclass(frozen=True)
-class Pong:
-    TAG: ClassVar[str] = "pong"
+class Pong(Tagged):
     buckets: tuple[bytes, ...]
     members: bytes
     epoch: int
@@ -61,60 +87,60 @@ class Pong:
     roles: bytes = b""
 
 
+@message(98, _check_runs)
 @dataclass(frozen=True)
-class TableDelta:
-    TAG: ClassVar[str] = "delta"
+class TableDelta(Tagged):
     runs: tuple[Run, ...] = ()
     nodes: tuple[NodeInfo, ...] = ()
     clients: tuple[ClientInfo, ...] = ()
 
 
+@message(99)
 @dataclass(frozen=True)
-class MigrateBegin:
+class MigrateBegin(Tagged):
     """Source -> target: become IMPORTING these slots from me."""
 
-    TAG: ClassVar[str] = "mig-begin"
     mid: int
     ranges: tuple[tuple[int, int], ...]
 
 
+@message(100)
 @dataclass(frozen=True)
-class MigrateBeginAck:
+class MigrateBeginAck(Tagged):
     """Target -> source: IMPORTING is persisted (re-sent as a probe while importing)."""
 
-    TAG: ClassVar[str] = "mig-begin-ack"
     mid: int
 
 
+@message(101)
 @dataclass(frozen=True)
-class MigrateAbort:
+class MigrateAbort(Tagged):
     """Source -> target: forget this import (only sent before any key could move)."""
 
-    TAG: ClassVar[str] = "mig-abort"
     mid: int
 
 
+@message(102)
 @dataclass(frozen=True)
-class Handoff:
+class Handoff(Tagged):
     """Source -> target: I hold no key of these slots any more; take ownership."""
 
-    TAG: ClassVar[str] = "handoff"
     mid: int
     epoch: int  # the source's current epoch, so the target's new epoch exceeds it
 
 
+@message(103)
 @dataclass(frozen=True)
-class HandoffAck:
+class HandoffAck(Tagged):
     """Target -> source: I own the slots now, with this epoch."""
 
-    TAG: ClassVar[str] = "handoff-ack"
     mid: int
     ranges: tuple[tuple[int, int], ...]
     epoch: int
 
 
 Message = Ping | Pong | TableDelta | MigrateBegin | MigrateBeginAck | MigrateAbort | Handoff | HandoffAck
-MESSAGE_TYPES: dict[str, type] = {
+MESSAGE_TYPES: dict[int, type] = {
     cls.TAG: cls
     for cls in (Ping, Pong, TableDelta, MigrateBegin, MigrateBeginAck, MigrateAbort, Handoff,
                 HandoffAck)
@@ -122,101 +148,20 @@ MESSAGE_TYPES: dict[str, type] = {
 
 
 def encode(msg: Message) -> bytes:
-    # cbor2 writes tuples as arrays, exactly as lists, so only NodeInfo and ClientInfo
-    # entries (the `nodes` and `clients` fields) need converting.
-    obj: dict[str, Any] = {"t": msg.TAG}
-    cls: type = type(msg)
-    entry_fields = _entry_fields(cls)
-    for name in _field_names(cls):
-        value = getattr(msg, name)
-        obj[name] = [n.to_obj() for n in value] if name in entry_fields else value
-    return cbor2.dumps(obj)
-
-
-@functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
-
-
-@functools.cache
-def _entry_fields(cls: type) -> frozenset[str]:
-    """Fields holding a tuple of NodeInfo or ClientInfo (they appear nowhere else)."""
-    return frozenset(name for name, hint in _hints(cls).items()
-                     if hint in (tuple[NodeInfo, ...], tuple[ClientInfo, ...]))
-
-
-def _from_wire(value: Any, hint: Any, name: str) -> Any:
-    if hint is int:
-        if type(value) is not int:
-            raise ProtocolError(f"field {name!r} must be an integer")
-        return value
-    if hint in (str, bytes):
-        if not isinstance(value, hint):
-            raise ProtocolError(f"field {name!r} must be {hint.__name__}")
-        return value
-    if hint is NodeInfo:
-        return NodeInfo.from_obj(value)
-    if hint is ClientInfo:
-        return ClientInfo.from_obj(value)
-    args = _tuple_args(hint)
-    if args == _RUNS:
-        return tuple(decode_runs(value))
-    if args:
-        if not isinstance(value, list):
-            raise ProtocolError(f"field {name!r} must be a list")
-        if len(args) == 2 and args[1] is Ellipsis:
-            if args[0] in (str, bytes) and all(map(isinstance, value, repeat(args[0]))):
-                return tuple(value)  # the common flat case, without a call per item
-            return tuple(_from_wire(v, args[0], name) for v in value)
-        if len(value) != len(args):
-            raise ProtocolError(f"field {name!r} must have {len(args)} items")
-        return tuple(_from_wire(v, a, name) for v, a in zip(value, args, strict=True))
-    raise ProtocolError(f"field {name!r} has an unsupported type")  # pragma: no cover
-
-
-_RUNS = (Run, Ellipsis)
-
-
-@functools.cache
-def _tuple_args(hint: Any) -> tuple[Any, ...]:
-    """The item types of a tuple type hint, () for anything else (looked up once per hint)."""
-    return typing.get_args(hint) if typing.get_origin(hint) is tuple else ()
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-@functools.cache
-def _wire_fields(cls: type) -> tuple[tuple[str, Any, bool], ...]:
-    """(name, type hint, required) of each field of a message class."""
-    hints = _hints(cls)
-    return tuple((f.name, hints[f.name], f.default is f.default_factory)  # both MISSING
-                 for f in fields(cls))
+    return msg.encode()
 
 
 def decode(data: bytes) -> Message:
-    """Decode one message; raises ProtocolError on anything malformed, also on
-    bytes after the message's CBOR item (a frame holds exactly one message;
-    unknown map keys inside the message are ignored, for rolling upgrades)."""
-    fp = io.BytesIO(data)  # loads ignores trailing bytes; the reader's tell does not
-    try:
-        obj = cbor2.CBORDecoder(fp, read_size=max(len(data), 1)).decode()
-    except Exception as exc:  # cbor2 raises several unrelated types on garbage
-        raise ProtocolError(f"message is not valid CBOR: {exc}") from exc
-    if fp.tell() != len(data):
-        raise ProtocolError(f"{len(data) - fp.tell()} bytes after the message in its frame")
-    if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
-        raise ProtocolError("message must be a map with a type tag")
-    cls = MESSAGE_TYPES.get(obj["t"])
-    if cls is None:
-        raise ProtocolError(f"unknown message type {obj['t']!r}")
-    kwargs = {}
-    for name, hint, required in _wire_fields(cls):
-        if name in obj:
-            kwargs[name] = _from_wire(obj[name], hint, name)
-        elif required:
-            raise ProtocolError(f"{obj['t']}: missing field {name!r}")
-    msg: Message = cls(**kwargs)
-    return msg
+    """Decode one core message; ProtocolError on anything malformed, also on bytes
+    after the message's CBOR item and on a message of another protocol."""
+    return core_message(schema.decode(data))
+
+
+def core_message(msg: Tagged) -> Message:
+    """``msg`` if it is a gossip or migration message, else ProtocolError."""
+    if type(msg) not in _CORE_TYPES:
+        raise ProtocolError(f"{type(msg).__name__} is not a gossip or migration message")
+    return msg  # type: ignore[return-value]
+
+
+_CORE_TYPES = frozenset(MESSAGE_TYPES.values())

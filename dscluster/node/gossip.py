@@ -3,16 +3,16 @@
 Theory of operation
 -------------------
 Each peer gets one outbound stream (GOSSIP_PROTOCOL) owned by a sender task
-that drains a bounded queue: core messages are CBOR (core/messages.py) in
-varint frames (wire/framing.py). Gossip tolerates loss (the core retransmits
+that drains a bounded queue: core messages (core/messages.py, on the one
+wire codec) go out and come in through a FramedStream (net/framed.py). Gossip tolerates loss (the core retransmits
 and re-pings), so a full queue drops the message rather than blocking the
 driver, and a broken stream is reopened with exponential backoff: a peer that
 restarts is reached again within `max_backoff` seconds of coming back.
 
 Inbound, a stream is accepted only from a cluster member (the Noise-verified
 peer ID); each frame is decoded and stepped into the core. Garbage, an
-oversized frame or an unknown message type resets that stream only, with one
-warning line; the peer may open a fresh one.
+oversized frame, a message of another protocol or one the core refuses
+resets that stream only, with one warning line; the peer may open a fresh one.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from collections.abc import Callable
 import trio
 from libp2p.abc import INetStream
 
-from dscluster.core import messages as core_messages
-from dscluster.core.messages import Message
+from dscluster.core.messages import Message, core_message
 from dscluster.errors import BadRequestError, ProtocolError, UnavailableError
+from dscluster.net.framed import FramedStream, FrameLimits
 from dscluster.net.host import HostHandle, parse_peer_id, prepare_dial
 from dscluster.net.streams import reset_stream
 from dscluster.node.driver import CoreDriver
-from dscluster.wire.framing import FrameDecoder, encode_frame
 from dscluster.wire.messages import GOSSIP_PROTOCOL
 
 log = logging.getLogger(__name__)
@@ -49,7 +48,8 @@ class GossipLinks:
         self._nursery = nursery
         self._addrs_of = addrs_of
         self._max_backoff = max_backoff
-        self._write_timeout = write_timeout
+        self._limits = FrameLimits(max_frame_size=MAX_GOSSIP_FRAME, read_size=READ_SIZE,
+                                   write_timeout=write_timeout)
         self._queues: dict[str, trio.MemorySendChannel[Message]] = {}
         self.driver: CoreDriver | None = None
         self.dropped = 0
@@ -71,14 +71,14 @@ class GossipLinks:
 
     async def _sender(self, peer: str, queue: trio.MemoryReceiveChannel[Message]) -> None:
         backoff = 0.1
-        stream: INetStream | None = None
+        stream: FramedStream | None = None
         connected = False
         try:
             while True:
                 msg = await queue.receive()
                 if stream is None:
                     try:
-                        stream = await self._open(peer)
+                        stream = FramedStream(await self._open(peer), self._limits)
                     except UnavailableError as exc:
                         if connected:
                             log.info("gossip link to %s down: %s", peer, exc)
@@ -90,20 +90,16 @@ class GossipLinks:
                         log.info("gossip link to %s up", peer)
                     connected, backoff = True, 0.1
                 try:
-                    payload = encode_frame(core_messages.encode(msg), MAX_GOSSIP_FRAME)
-                except BadRequestError as exc:
+                    await stream.send(msg)
+                except BadRequestError as exc:  # over the frame limit: nothing was sent
                     log.error("gossip message to %s not sent: %s", peer, exc)
-                    continue
-                try:
-                    with trio.fail_after(self._write_timeout):
-                        await stream.write(payload)
-                except (Exception, trio.TooSlowError) as exc:
-                    log.debug("gossip write to %s failed: %r", peer, exc)
-                    await reset_stream(stream)
+                except UnavailableError as exc:
+                    log.debug("gossip write to %s failed: %s", peer, exc)
+                    await stream.reset()
                     stream = None
         finally:
             if stream is not None:
-                await reset_stream(stream)
+                await stream.reset()
 
     async def _open(self, peer: str) -> INetStream:
         pid = parse_peer_id(peer)
@@ -132,23 +128,15 @@ class GossipLinks:
             log.warning("refused gossip from %s: not a cluster member", peer)
             await reset_stream(stream)
             return
-        decoder = FrameDecoder(MAX_GOSSIP_FRAME)
+        fs = FramedStream(stream, self._limits)
         try:
-            while True:
-                try:
-                    data = await stream.read(READ_SIZE)
-                except Exception as exc:  # the stream broke: the peer reconnects
-                    log.debug("gossip stream from %s ended: %r", peer, exc)
-                    break
-                if not data:
-                    decoder.feed_eof()
-                    break
-                decoder.feed(data)
-                for frame in decoder.frames():
-                    await driver.step(peer, core_messages.decode(frame))
+            while (msg := await fs.receive()) is not None:
+                await driver.step(peer, core_message(msg))
         except ProtocolError as exc:
             self.broken_streams += 1
             log.warning("reset gossip stream from %s: %s", peer, exc)
+        except UnavailableError as exc:  # the stream broke: the peer reconnects
+            log.debug("gossip stream from %s ended: %s", peer, exc)
         finally:
-            await reset_stream(stream)
+            await fs.reset()
 

@@ -298,10 +298,10 @@ def test_messages_round_trip_and_garbage_is_a_protocol_error() -> None:
     for m in msgs:
         assert decode(encode(m)) == m
     for junk in [b"", b"\x00\x01", cbor2.dumps([]), cbor2.dumps({"t": "nope"}),
-                 cbor2.dumps({"t": "ping"}), cbor2.dumps({"t": "handoff", "mid": "1", "epoch": 2}),
-                 cbor2.dumps({"t": "delta", "runs": [[0, 99999, 1, "A"]], "nodes": []}),
-                 cbor2.dumps({"t": "delta", "runs": [], "nodes": [{"id": "x"}]}),
-                 cbor2.dumps({"t": "mig-begin", "mid": 1, "ranges": [[0]]})]:
+                 cbor2.dumps([Ping.TAG]), cbor2.dumps([Handoff.TAG, "1", 2]),
+                 cbor2.dumps([TableDelta.TAG, [[0, 99999, 1, "A"]], []]),
+                 cbor2.dumps([TableDelta.TAG, [], [[""]]]),
+                 cbor2.dumps([MigrateBegin.TAG, 1, [[0]]])]:
         with pytest.raises(ProtocolError):
             decode(junk)
     with pytest.raises(ProtocolError):

@@ -146,12 +146,11 @@ def test_messages_carry_roles_and_old_messages_decode_without_them() -> None:
         assert decode(encode(msg)) == msg
     # a node that predates roles sends no `roles` / `clients`; one that has them sends
     # fields the old one ignores
-    old_ping = cbor2.dumps({"t": "ping", "buckets": [b"h"] * 64, "members": b"m", "epoch": 1})
+    old_ping = cbor2.dumps([Ping.TAG, [b"h"] * 64, b"m", 1])
     assert decode(old_ping) == Ping((b"h",) * 64, b"m", 1)
-    assert decode(cbor2.dumps({"t": "delta", "runs": [], "nodes": []})) == TableDelta()
+    assert decode(cbor2.dumps([TableDelta.TAG, [], []])) == TableDelta()
     with pytest.raises(ProtocolError):
-        decode(cbor2.dumps({"t": "delta", "clients": [{"id": "X", "role": "god",
-                                                        "version": 1}]}))
+        decode(cbor2.dumps([TableDelta.TAG, [], [], [["X", "god", 1]]]))
 
 
 # -- cores gossiping: a node that was down converges -------------------------------------
