@@ -17,26 +17,24 @@ and exits 2 when they differ (gossip still on its way), 1 if one failed.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import trio
 import typer
 
-from dsclient.admin import AdminClient, CheckReport, Progress, open_admin
-from dscluster.cliutil import run_app
-from dscluster.config import config_file, load_client_config
-from dscluster.core.table import NodeRole
-from dscluster.errors import ConfigError, DSClusterError
-from dscluster.net.host import parse_peer_id
-from dscluster.net.pnet import swarm_key_of
-from dscluster.roles import Role
+from dscluster.cliutil import UserError, run_app
+from dscluster.errors import DSClusterError
+
+if TYPE_CHECKING:  # imported when a command runs: they pull py-libp2p (dsclient --help)
+    from dsclient.admin import AdminClient, CheckReport, Progress
 
 app = typer.Typer(name="cluster", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False,
+                  pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Grow, shrink, rebalance, check and fix the cluster (admins only).")
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
 class _State:
@@ -63,22 +61,30 @@ def _conf() -> Path:
         return Path(".dsclient")
 
 
-def _with_admin(fn: Callable[[AdminClient], Awaitable[Any]]) -> Any:
-    path = config_file(_conf())
-    if not path.exists():
-        raise ConfigError(f"no client config at {path}: run dsclient init first")
+def _with_admin(fn: Callable[[AdminClient], Awaitable[Any]], what: str = "") -> Any:
+    from dsclient.admin import open_admin
+    from dsclient.cli import config_path, quiet_libp2p, run, swarm_key
+    from dscluster.config import load_client_config
+
+    quiet_libp2p()
+    path = config_path(_conf())
     cfg = load_client_config(path)
     seeds = {n.id: list(n.swarm) for n in cfg.nodes if n.swarm}
     for addr in cfg.bootstrap_addrs:
         if "/p2p/" in addr:
             base, peer = addr.rsplit("/p2p/", 1)
             seeds.setdefault(peer, []).append(base)
+    key = swarm_key(_conf())
 
     async def main() -> Any:
-        async with open_admin(cfg.identity.identity(), seeds, swarm_key_of(path.parent)) as admin:
+        async with open_admin(cfg.identity.identity(), seeds, key) as admin:
             return await fn(admin)
 
-    return trio.run(main)
+    return run(main, what=f"cluster {what}".strip())
+
+
+def _echo_json(value: Any) -> None:
+    print(json.dumps(value, separators=(",", ":")))
 
 
 def _progress(p: Progress) -> None:
@@ -90,20 +96,34 @@ def _done(p: Progress) -> None:
 
 
 @app.command()
-def status() -> None:
+def status(as_json: JsonOption = False) -> None:
     """Each member's slots and migrations."""
     async def run(admin: AdminClient) -> None:
         table = await admin.table()
+        out: list[dict[str, Any]] = []
         for peer, st in sorted((await admin.statuses()).items()):
             if isinstance(st, DSClusterError):
-                print(f"{peer}  unreachable: {st}")
+                out.append({"peer": peer, "state": "unreachable",
+                            "error": " ".join(str(st).split())})
+                if not as_json:
+                    print(f"{peer}  unreachable: {' '.join(str(st).split())}")
                 continue
             slots = table.slots_of(peer)
+            migrations = [{"id": m.mid, "phase": str(m.phase), "source": m.source,
+                           "target": m.target, "keys_moved": m.keys_moved}
+                          for m in st.migrations]
+            out.append({"peer": peer, "state": "up", "slots": len(slots),
+                        "ranges": [[start, end] for start, end in slots.ranges],
+                        "epoch": st.epoch, "migrations": migrations})
+            if as_json:
+                continue
             print(f"{peer}  {len(slots)} slots  {slots}  epoch {st.epoch}")
             for m in st.migrations:
                 print(f"  migration {m.mid} {m.phase}: {m.source} -> {m.target} "
                       f"({m.keys_moved} keys moved)")
-    _with_admin(run)
+        if as_json:
+            _echo_json(out)
+    _with_admin(run, "status")
 
 
 @app.command("add-node")
@@ -184,10 +204,16 @@ def _print_report(report: CheckReport) -> None:
 
 
 @app.command()
-def check() -> None:
-    """Do all members agree on the table, with no slot half-moved and no key off its owner?"""
-    report: CheckReport = _with_admin(lambda admin: admin.check())
-    _print_report(report)
+def check(as_json: JsonOption = False) -> None:
+    """Do all members agree on the table, with no slot half-moved and no key off its owner?
+
+    Exit 2 when they do not."""
+    report: CheckReport = _with_admin(lambda admin: admin.check(), "check")
+    if as_json:
+        _echo_json({"ok": report.ok, "members": report.nodes, "keys": report.keys,
+                    "problems": [str(p) for p in report.problems]})
+    else:
+        _print_report(report)
     if not report.ok:
         raise typer.Exit(2)
 
@@ -206,15 +232,23 @@ def fix() -> None:
 
 
 @app.command()
-def members() -> None:
+def members(as_json: JsonOption = False) -> None:
     """List the members (data nodes) and retired nodes."""
+    from dscluster.core.table import NodeRole
+
     async def run(admin: AdminClient) -> None:
         table = await admin.table()
+        out: list[dict[str, Any]] = []
         for node in sorted(table.nodes.values(), key=lambda n: n.id):
             role = "data" if node.role is NodeRole.DATA else "retired"
-            print(f"{node.id}  {role}  {len(table.slots_of(node.id))} slots  "
-                  f"{' '.join(node.addrs)}")
-    _with_admin(run)
+            slots = len(table.slots_of(node.id))
+            out.append({"peer": node.id, "role": role, "slots": slots,
+                        "addrs": list(node.addrs)})
+            if not as_json:
+                print(f"{node.id}  {role}  {slots} slots  {' '.join(node.addrs)}")
+        if as_json:
+            _echo_json(out)
+    _with_admin(run, "members")
 
 
 auth_app = typer.Typer(name="auth", no_args_is_help=True, add_completion=False,
@@ -224,10 +258,12 @@ app.add_typer(auth_app)
 
 
 def _role(name: str) -> str:
+    from dscluster.roles import Role
+
     try:
         return Role.parse(name).value
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
 def _spread(views: dict[str, Any], what: str) -> None:
@@ -245,6 +281,12 @@ def _spread(views: dict[str, Any], what: str) -> None:
     print(f"{have} of {len(views)} members show it", file=sys.stderr)
 
 
+def _peer(peer: str) -> None:
+    from dscluster.net.host import parse_peer_id
+
+    parse_peer_id(peer)
+
+
 WaitOption = Annotated[float, typer.Option(
     help="Seconds to wait for every member to show the change (0: do not wait).")]
 
@@ -254,8 +296,8 @@ def auth_add(peer: Annotated[str, typer.Argument(help="The client's peer ID.")],
              role: Annotated[str, typer.Argument(help="read-only, read-write or admin.")],
              wait: WaitOption = 10.0) -> None:
     """Give a client a role in the whole cluster (replacing the role it had)."""
-    parse_peer_id(peer)
     name = _role(role)
+    _peer(peer)
 
     async def run(admin: AdminClient) -> None:
         change = await admin.grant(peer, name)
@@ -271,8 +313,8 @@ def auth_remove(peer: Annotated[str, typer.Argument(help="The client's peer ID."
                     help="Only if it holds this role.")] = None,
                 wait: WaitOption = 10.0) -> None:
     """Take a client's role away in the whole cluster."""
-    parse_peer_id(peer)
     name = _role(role) if role else ""
+    _peer(peer)
 
     async def run(admin: AdminClient) -> None:
         change = await admin.revoke(peer, name)
@@ -311,7 +353,9 @@ def auth_list() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m dsclient.cluster_cli``: the sub-app alone (same errors as dsclient)."""
-    return run_app(app, "dsclient cluster", argv)
+    from dsclient.cli import explain
+
+    return run_app(app, "dsclient cluster", argv, explain=explain)
 
 
 

@@ -132,7 +132,8 @@ def test_init_refuses_an_unauthorized_client_but_writes_its_config(cluster, tmp_
     assert r.returncode == 1
     err = r.stderr.decode()
     peer = json.loads((tmp_path / "stranger" / "config.json").read_text())["identity"]["peer_id"]
-    assert err.startswith("dsclient: error:") and peer in err and "clients file" in err
+    assert err.startswith("dsclient: error:") and err.count("\n") == 1 and len(err) < 200
+    assert f"dsclient cluster auth add {peer} read-write" in err and "restart" not in err
     assert "Traceback" not in err
 
 
