@@ -4,14 +4,15 @@ Theory of operation
 -------------------
 go-ds-cluster's bootstrap node hands any caller the config of identity I,
 private key included. Here the caller must first prove it holds the join
-secret, without ever sending it (one stream, CBOR maps in varint frames):
+secret, without ever sending it (one stream, the messages of
+dscluster/wire/join_messages.py in varint frames, read by net/framed.py):
 
-  joiner -> bootstrap   {"t": "hello", "identity": "<index or peer id>"}
-  bootstrap -> joiner   {"t": "challenge", "nonce": <32 random bytes>}
-  joiner -> bootstrap   {"t": "proof", "mac": HMAC-SHA256(secret, CONTEXT |
-                          nonce | bootstrap peer id | joiner peer id | identity)}
-  bootstrap -> joiner   {"t": "config", "config": <config.json object>,
-                          "clients": [...]}      or {"t": "error", "message": ...}
+  joiner -> bootstrap   JoinHello("<index or peer id>")
+  bootstrap -> joiner   JoinChallenge(<32 random bytes>)
+  joiner -> bootstrap   JoinProof(HMAC-SHA256(secret, CONTEXT | nonce |
+                          bootstrap peer id | joiner peer id | identity))
+  bootstrap -> joiner   JoinConfig(<config.json as JSON text>, [client peer IDs])
+                          or JoinError(message)
 
 With identity "new" (``dscluster --join``) the joiner keeps the key it made
 itself: the bootstrap node adds the joiner's Noise-authenticated peer ID as a
@@ -41,13 +42,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
-import cbor2
 import trio
 from libp2p.abc import INetStream
 
@@ -60,11 +61,19 @@ from dscluster.errors import (
     UnavailableError,
 )
 from dscluster.logutil import RateLimitedLog
+from dscluster.net.framed import FramedStream, FrameLimits
 from dscluster.net.host import HostHandle, Identity, open_host, parse_multiaddr, parse_peer_id
 from dscluster.net.streams import reset_stream
-from dscluster.wire.framing import FrameDecoder, encode_frame
+from dscluster.wire.framing import encode_frame
+from dscluster.wire.join_messages import (
+    JoinChallenge,
+    JoinConfig,
+    JoinError,
+    JoinHello,
+    JoinProof,
+)
 from dscluster.wire.messages import JOIN_PROTOCOL
-from dscluster.wire.schema import loads_one
+from dscluster.wire.schema import Tagged
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +86,8 @@ MAX_INDEX_DIGITS = 5  # a cluster has at most 16384 data nodes
 JOIN_TIMEOUT = 10.0
 ERROR_LINGER = 1.0  # seconds a refused joiner has to read the error before the reset
 NEW_IDENTITY = "new"  # join with the joiner's own key, as a member with no slots
+
+M = TypeVar("M", bound=Tagged)
 
 
 def check_identity(identity: object) -> str:
@@ -107,35 +118,33 @@ def join_proof(secret: str, nonce: bytes, server: str, joiner: str, identity: st
     return hmac.new(secret.encode(), msg, hashlib.sha256).digest()
 
 
-class _Conn:
-    """One join stream: whole CBOR maps in (frames up to ``max_frame``), whole CBOR maps out."""
+class JoinStream:
+    """One join stream: whole messages in (frames up to ``max_frame``), whole messages out."""
 
     def __init__(self, stream: INetStream, max_frame: int = MAX_JOIN_FRAME) -> None:
         self.stream = stream
-        self._decoder = FrameDecoder(max_frame)
-        self._read_size = min(max_frame + 16, 65536)
+        # No frame deadline of its own: every exchange runs under JOIN_TIMEOUT.
+        self._fs = FramedStream(stream, FrameLimits(
+            max_frame_size=max_frame, read_size=min(max_frame + 16, 65536),
+            frame_timeout=JOIN_TIMEOUT, write_timeout=JOIN_TIMEOUT))
 
-    async def send(self, obj: dict[str, Any]) -> None:
-        await self.stream.write(encode_frame(cbor2.dumps(obj), MAX_JOIN_FRAME))
+    async def send(self, msg: Tagged) -> None:
+        # Replies (a config) may be larger than what this side reads.
+        await self._fs.send_frame(encode_frame(msg.encode(), MAX_JOIN_FRAME))
 
-    async def receive(self, tag: str) -> dict[str, Any]:
-        while (frame := self._decoder.next_frame()) is None:
-            data = await self.stream.read(self._read_size)
-            if not data:
-                self._decoder.feed_eof()
-                raise ProtocolError("join stream ended early")
-            self._decoder.feed(data)
+    async def receive(self, kind: type[M]) -> M:
+        """The next message, which must be a ``kind``; UnauthorizedError for a JoinError."""
         try:
-            obj = loads_one(frame)  # one CBOR item, nothing after it
+            msg = await self._fs.receive()
         except ProtocolError as exc:
             raise ProtocolError(f"join message: {exc}") from None
-        if not isinstance(obj, dict):
-            raise ProtocolError("join message is not a map")
-        if obj.get("t") == "error" and tag != "error":
-            raise UnauthorizedError(f"bootstrap node refused: {obj.get('message')}")
-        if obj.get("t") != tag:
-            raise ProtocolError(f"expected a {tag!r} join message, got {obj.get('t')!r}")
-        return obj
+        if msg is None:
+            raise ProtocolError("join stream ended early")
+        if isinstance(msg, JoinError) and kind is not JoinError:
+            raise UnauthorizedError(f"bootstrap node refused: {msg.message}")
+        if not isinstance(msg, kind):
+            raise ProtocolError(f"expected {kind.__name__}, got {type(msg).__name__}")
+        return msg
 
 
 class JoinServer:
@@ -202,9 +211,8 @@ class JoinServer:
                                "open (at most %d)", joiner, open_now, MAX_JOIN_STREAMS_PER_PEER)
             with trio.move_on_after(1):
                 try:
-                    await _Conn(stream, MAX_JOIN_REQUEST_FRAME).send(
-                        {"t": "error", "message": f"at most {MAX_JOIN_STREAMS_PER_PEER} join "
-                                                  "streams at once"})
+                    await JoinStream(stream, MAX_JOIN_REQUEST_FRAME).send(JoinError(
+                        f"at most {MAX_JOIN_STREAMS_PER_PEER} join streams at once"))
                 except Exception as exc:  # the stranger may be gone already
                     log.debug("join: could not tell %s: %r", joiner, exc)
             await reset_stream(stream)
@@ -220,16 +228,16 @@ class JoinServer:
                 del self._open[joiner]
 
     async def _serve(self, stream: INetStream, joiner: str) -> None:
-        conn = _Conn(stream, MAX_JOIN_REQUEST_FRAME)
+        conn = JoinStream(stream, MAX_JOIN_REQUEST_FRAME)
         try:
             with trio.fail_after(JOIN_TIMEOUT):
-                hello = await conn.receive("hello")
-                identity = check_identity(hello.get("identity"))
+                hello = await conn.receive(JoinHello)
+                identity = check_identity(hello.identity)
                 nonce = secrets.token_bytes(32)
-                await conn.send({"t": "challenge", "nonce": nonce})
-                proof = (await conn.receive("proof")).get("mac")
+                await conn.send(JoinChallenge(nonce))
+                proof = (await conn.receive(JoinProof)).mac
                 want = join_proof(self._secret, nonce, self._me, joiner, identity)
-                if not isinstance(proof, bytes) or not hmac.compare_digest(proof, want):
+                if not hmac.compare_digest(proof, want):
                     raise UnauthorizedError("wrong join secret")
                 if identity == NEW_IDENTITY:
                     cfg = self._config_for_new(joiner)
@@ -237,8 +245,8 @@ class JoinServer:
                     await self._add_member(joiner)  # a member before it first dials anyone
                 else:
                     cfg = self._config_for(identity)
-                await conn.send({"t": "config", "config": node_config_json(cfg),
-                                 "clients": self._clients()})
+                await conn.send(JoinConfig(json.dumps(node_config_json(cfg)),
+                                           tuple(self._clients())))
                 self.served += 1
                 log.info("join: handed identity %s (%s) to %s", identity, cfg.identity.peer_id,
                          joiner)
@@ -249,7 +257,7 @@ class JoinServer:
             self._rlog.warning("refused", joiner, "join: refused %s: %s", joiner, exc)
             with trio.move_on_after(ERROR_LINGER):
                 try:
-                    await conn.send({"t": "error", "message": str(exc)})
+                    await conn.send(JoinError(str(exc)[:4000]))
                     # A reset makes py-libp2p's yamux drop what the joiner has not read
                     # yet: end our side, give it a moment to read the message and go.
                     await stream.close()
@@ -298,22 +306,25 @@ async def _fetch(host: HostHandle, addr: str, server: str, identity: str, secret
         with trio.fail_after(timeout):
             stream = await host.host.new_stream(parse_peer_id(server),
                                                 [JOIN_PROTOCOL])  # type: ignore[list-item]
-            conn = _Conn(stream)
-            await conn.send({"t": "hello", "identity": identity})
-            nonce = (await conn.receive("challenge")).get("nonce")
-            if not isinstance(nonce, bytes) or len(nonce) < 16:
+            conn = JoinStream(stream)
+            await conn.send(JoinHello(identity))
+            nonce = (await conn.receive(JoinChallenge)).nonce
+            if len(nonce) < 16:
                 raise ProtocolError("bad join challenge")
             mac = join_proof(secret, nonce, server, host.peer_id.to_base58(), identity)
-            await conn.send({"t": "proof", "mac": mac})
-            reply = await conn.receive("config")
+            await conn.send(JoinProof(mac))
+            reply = await conn.receive(JoinConfig)
     except trio.TooSlowError as exc:
         raise UnavailableError(f"join with {server} timed out") from exc
     except (UnauthorizedError, ProtocolError):
         raise
     except Exception as exc:  # stream errors from py-libp2p
         raise UnavailableError(f"join with {server} failed: {exc!r}") from exc
-    config, clients = reply.get("config"), reply.get("clients", [])
-    if not isinstance(config, dict) or not isinstance(clients, list):
-        raise ProtocolError("bad join reply")
-    return config, [c for c in clients if isinstance(c, str)]
+    try:
+        config = json.loads(reply.config)
+    except ValueError as exc:
+        raise ProtocolError(f"bad join reply: config is not JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise ProtocolError("bad join reply: config is not a JSON object")
+    return config, list(reply.clients)
 

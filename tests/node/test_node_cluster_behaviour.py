@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cbor2
 import trio
 
 from dscluster.core import messages as core_messages
@@ -9,6 +10,7 @@ from dscluster.core.slots import SlotSet, key_slot
 from dscluster.datastore.leveldb import LevelDatastore
 from dscluster.net.host import Identity, open_host
 from dscluster.testing.cluster import local_cluster, store_client
+from dscluster.wire import messages as wm
 from dscluster.wire.framing import encode_frame, encode_varint
 from dscluster.wire.messages import GOSSIP_PROTOCOL
 
@@ -82,7 +84,9 @@ async def test_garbage_from_a_member_closes_that_stream_only(tmp_path):
             bad_frames = [
                 encode_frame(b"\xff\x00garbage"),  # not CBOR
                 encode_varint(64 * 1024 * 1024),  # announces an oversized frame
-                encode_frame(b"\xa1at" + b"\x65bogus"),  # {"t": "bogus"}: unknown type
+                encode_frame(b"\xa1at" + b"\x65bogus"),  # {"t": "bogus"}: the old map form
+                encode_frame(cbor2.dumps([999, 1])),  # an unknown tag
+                encode_frame(wm.Get(1, "/k").encode()),  # a store request, not gossip
             ]
             async with open_host(member) as host:
                 await host.connect(node.peer_id, node.host.listen_addrs)
@@ -93,7 +97,7 @@ async def test_garbage_from_a_member_closes_that_stream_only(tmp_path):
                 # a well-formed message from the same member is still welcome
                 stream = await host.host.new_stream(node.host.peer_id, [GOSSIP_PROTOCOL])
                 await stream.write(encode_frame(core_messages.encode(core_messages.TableDelta())))
-            assert node.links.broken_streams == 3
+            assert node.links.broken_streams == len(bad_frames)
             key = next(k for k in (f"/g/{i}" for i in range(100)) if cluster.owner_of(k) is node)
             await client.put(key, b"still serving")
             assert await client.get(key) == b"still serving"

@@ -27,7 +27,7 @@ from dscluster.net.host import Identity, open_host
 from dscluster.node.join import (
     MAX_JOIN_STREAMS_PER_PEER,
     JoinServer,
-    _Conn,
+    JoinStream,
     fetch_config,
     join_proof,
 )
@@ -35,6 +35,7 @@ from dscluster.testing.cluster import InProcessCluster, local_cluster, store_cli
 from dscluster.wire import messages as wm
 from dscluster.wire import schema
 from dscluster.wire.framing import FrameDecoder, encode_frame
+from dscluster.wire.join_messages import JoinChallenge, JoinConfig, JoinError, JoinHello, JoinProof
 from dscluster.wire.messages import JOIN_PROTOCOL
 
 SECRET = "the-join-secret"
@@ -70,10 +71,10 @@ async def _hello(cluster: InProcessCluster, identity: object) -> str:
     async with open_host() as host:
         await host.connect(node0.peer_id, node0.host.listen_addrs)
         stream = await host.host.new_stream(node0.host.peer_id, [JOIN_PROTOCOL])  # type: ignore[list-item]
-        conn = _Conn(stream)
-        await conn.send({"t": "hello", "identity": identity})
+        conn = JoinStream(stream)
+        await conn.send(JoinHello(identity))  # type: ignore[arg-type]  # 7: not a str
         with pytest.raises(UnauthorizedError) as err:
-            await conn.receive("challenge")
+            await conn.receive(JoinChallenge)
         return str(err.value)
 
 
@@ -88,12 +89,12 @@ async def _still_serving(cluster: InProcessCluster, tag: str) -> None:
 
 @pytest.mark.parametrize(("identity", "said"), [
     ("\u00b2", "hello: identity '\u00b2' is neither an index, a peer ID nor 'new'"),
-    ("1" * 5000, "frame of 5021 bytes exceeds the limit of 4096"),
+    ("1" * 5000, "frame of 5006 bytes exceeds the limit of 4096"),
     ("1" * 1000, "hello: an identity of 1000 characters"),
     ("123456", "hello: identity index 123456... has more than 5 digits"),
     ("", "hello: an identity of 0 characters"),
     ("a b\nc", "hello: identity 'a b\\nc' is neither an index"),
-    (7, "hello needs an identity string"),
+    (7, "JoinHello: expected str"),
 ])
 async def test_bad_join_identity_gets_one_line_error_and_node_keeps_serving(
         tmp_path, identity, said) -> None:
@@ -143,9 +144,9 @@ async def _refused_after_the_first(opened: list, held: int) -> int:
 
 async def _held_streams_are_real(opened: list, held: int) -> None:
     for stream in opened[:held]:
-        conn = _Conn(stream)
-        await conn.send({"t": "hello", "identity": "1"})
-        assert isinstance((await conn.receive("challenge"))["nonce"], bytes)
+        conn = JoinStream(stream)
+        await conn.send(JoinHello("1"))
+        assert isinstance((await conn.receive(JoinChallenge)).nonce, bytes)
 
 
 async def test_stranger_opening_many_join_streams_gets_them_refused(tmp_path) -> None:
@@ -216,7 +217,9 @@ async def _read_answer(stream) -> str:
             decoder.feed(data)
     except Exception:  # noqa: BLE001 - py-libp2p's reset errors have no common base
         return "reset"
-    return str(cbor2.loads(frame).get("message"))
+    msg = schema.decode(frame)
+    assert isinstance(msg, JoinError)
+    return msg.message
 
 
 async def test_join_request_frames_are_small(tmp_path) -> None:
@@ -227,14 +230,14 @@ async def test_join_request_frames_are_small(tmp_path) -> None:
             async with open_host() as host:
                 await host.connect(node0.peer_id, node0.host.listen_addrs)
                 stream = await host.host.new_stream(node0.host.peer_id, [JOIN_PROTOCOL])  # type: ignore[list-item]
-                conn = _Conn(stream)
-                await conn.send({"t": "hello", "identity": "1"})
-                nonce = (await conn.receive("challenge"))["nonce"]
+                conn = JoinStream(stream)
+                await conn.send(JoinHello("1"))
+                nonce = (await conn.receive(JoinChallenge)).nonce
                 mac = join_proof(SECRET, nonce, node0.peer_id, host.peer_id.to_base58(), "1")
-                big = cbor2.dumps({"t": "proof", "mac": mac, "pad": b"x" * 100_000})
+                big = cbor2.dumps([JoinProof.TAG, mac, b"x" * 100_000])  # a padding field
                 await stream.write(encode_frame(big, len(big)))
                 with pytest.raises(UnauthorizedError, match="exceeds the limit of 4096"):
-                    await conn.receive("config")
+                    await conn.receive(JoinConfig)
             assert server.served == 0
             await _still_serving(cluster, "big")
 
