@@ -40,6 +40,7 @@ from dscluster.blocks import block_key
 from dscluster.datastore.base import Datastore
 from dscluster.errors import DSClusterError, NotFoundError, ProtocolError, UnavailableError
 from dscluster.ipld.dagpb import child_cids
+from dscluster.net.streams import reset_stream
 from ipfs_plugin import bitswap_message as bm
 from ipfs_plugin.framing import FrameReader, frame
 
@@ -112,12 +113,18 @@ class Bitswap:
         peer = stream.muxed_conn.peer_id
         reader = FrameReader(stream, bm.MAX_MESSAGE_SIZE)
         try:
-            while (data := await reader.read_frame()) is not None:
+            while True:
+                try:
+                    data = await reader.read_frame()
+                except UnavailableError as exc:  # the stream failed or stalled mid-frame
+                    logger.debug("bitswap: stream from %s ended: %s", peer, exc)
+                    break
+                if data is None:
+                    break
                 await self._receive(peer, bm.decode(data))
         except ProtocolError as exc:
             logger.warning("bitswap: dropping stream from %s: %s", peer, exc)
-            with trio.move_on_after(1):
-                await _reset_quietly(stream)
+            await reset_stream(stream, timeout=1)
         except StreamError as exc:
             logger.debug("bitswap: stream from %s ended: %r", peer, exc)
         except DSClusterError as exc:  # our reply could not go out, or the datastore failed
@@ -195,7 +202,7 @@ class Bitswap:
                     return
                 except StreamError as exc:
                     if outbox.stream is not None:
-                        await _reset_quietly(outbox.stream)
+                        await reset_stream(outbox.stream)
                     outbox.stream = None
                     if attempt == 2:
                         raise UnavailableError(f"bitswap: cannot send to {peer}: {exc}") from exc
@@ -299,10 +306,3 @@ async def _close_quietly(stream: Any) -> None:
         await stream.close()
     except Exception as exc:  # closing a broken stream fails in many ways; nothing to save
         logger.debug("bitswap: close: %r", exc)
-
-
-async def _reset_quietly(stream: Any) -> None:
-    try:
-        await stream.reset()
-    except Exception as exc:
-        logger.debug("bitswap: reset: %r", exc)

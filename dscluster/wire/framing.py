@@ -28,9 +28,10 @@ MAX_VARINT_BYTES = MULTIFORMATS.max_bytes  # multiformats unsigned-varint: at mo
 FRAME_LIMIT_TEXT = "exceeds the frame limit"  # in the error a too-large answer comes back as
 
 
-def encode_frame(payload: bytes, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> bytes:
-    """One frame; BadRequestError if the payload exceeds the limit (our mistake, not the peer's)."""
-    if len(payload) > max_frame_size:
+def encode_frame(payload: bytes, max_frame_size: int | None = DEFAULT_MAX_FRAME_SIZE) -> bytes:
+    """One frame; BadRequestError if the payload exceeds the limit (our mistake, not the
+    peer's). ``None``: no limit (the caller bounds its messages itself, as bitswap does)."""
+    if max_frame_size is not None and len(payload) > max_frame_size:
         raise BadRequestError(
             f"message of {len(payload)} bytes {FRAME_LIMIT_TEXT} of {max_frame_size}"
         )

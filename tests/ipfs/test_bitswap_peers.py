@@ -70,7 +70,7 @@ async def test_missing_block_is_not_found():
     ("junk", "logged"),
     [
         (frame(b"\x0b\x00"), "wire type"),
-        (encode_varint(bm.MAX_MESSAGE_SIZE + 1) + b"\x00" * 100, "over the"),
+        (encode_varint(bm.MAX_MESSAGE_SIZE + 1) + b"\x00" * 100, "exceeds the limit"),
         (frame(bm.encode(bm.Message(blocks=(bm.Block(leaf_file(b"x").root, b"y"),)))
                .replace(b"\x00\x70\x12\x20", b"\x00\x55\x12\x20")), "CIDv0 prefix"),
     ],
