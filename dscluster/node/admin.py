@@ -34,7 +34,6 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
-from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
 from dscluster.core.slots import SLOT_COUNT, SlotSet, key_slot, normalize_ranges
@@ -215,18 +214,6 @@ def _ranges(ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
 async def serve_admin(node: DataNode, conf_dir: str) -> AsyncIterator[AdminService]:
     """Serve ADMIN_PROTOCOL for ``node`` for the body of the block."""
     service = AdminService(node, load_admins(conf_dir), conf_dir)
-    try:
-        async with serve_rpc(node.host.host, wm.ADMIN_PROTOCOL, service):  # type: ignore[arg-type]
-            yield service
-    finally:
-        # Replace, never remove, a handler: py-libp2p indexes its handler map
-        # after an await in multiselect, so a removed one raises inside the host.
-        node.host.host.set_stream_handler(wm.ADMIN_PROTOCOL, _reject)  # type: ignore[arg-type]
-
-
-async def _reject(stream: INetStream) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(1):
-        try:
-            await stream.reset()
-        except Exception as exc:
-            log.debug("reset of an admin stream after shutdown failed: %r", exc)
+    # serve_rpc leaves reject_stream as the handler when the block ends.
+    async with serve_rpc(node.host.host, wm.ADMIN_PROTOCOL, service):  # type: ignore[arg-type]
+        yield service
