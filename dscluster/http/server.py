@@ -1,0 +1,132 @@
+"""Run the HTTP port: hypercorn's trio worker serving HttpApp, inside the caller's trio run.
+
+``serve_http(app, bind)`` is a trio task for ``nursery.start``: it reports the
+bound URLs (port 0 picks one) once hypercorn listens, and stops when its
+nursery is cancelled. The libp2p host runs in the same trio run; every HTTP
+request is its own task that only awaits (block reads, socket writes), so a
+slow or hostile HTTP client waits alone and never holds the loop.
+
+``check_bind`` is the one rule on addresses: loopback binds need nothing, any
+other bind needs a bearer token (ConfigError otherwise, one line).
+
+``serve_node_http`` assembles the node's port (gateway over ``NodeBlocks``,
+the node's metrics, /healthz tied to the node's life) for the daemon;
+``serve_client_http`` the gateway a client process runs (``dsclient gateway``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import trio
+from trio import TaskStatus  # type: ignore[attr-defined]
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from dscluster.errors import ConfigError
+from dscluster.http.app import HttpApp, HttpLimits
+from dscluster.http.gateway import BlockSource, NodeBlocks
+from dscluster.http.metrics import Metrics, node_metrics, uninstrument_service
+
+if TYPE_CHECKING:
+    from dscluster.node.daemon import DataNode
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers; hypercorn answers 400 past it
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``) as (host, port); ConfigError when malformed."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"HTTP address {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(bind: str, token: str | None) -> None:
+    """Refuse a non-loopback bind without a bearer token."""
+    host, _ = parse_bind(bind)
+    if not is_loopback(host) and not token:
+        raise ConfigError(f"HTTP address {bind} is not loopback: give --http-token "
+                          "(clients then send 'Authorization: Bearer TOKEN')")
+
+
+def hypercorn_config(bind: str) -> Config:
+    host, port = parse_bind(bind)
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("dscluster.http.hypercorn")
+    config.keep_alive_timeout = 5
+    config.read_timeout = 30  # a client silent this long mid-request is dropped
+    config.h11_max_incomplete_size = MAX_HEADER_BYTES
+    config.graceful_timeout = 2
+    config.include_server_header = False
+    config.alpn_protocols = ["http/1.1"]
+    return config
+
+
+async def serve_http(app: HttpApp, bind: str, *,
+                     task_status: TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+    """Serve ``app`` on ``bind`` until cancelled; ``task_status`` gets the bound URLs."""
+    check_bind(bind, app.token)
+    try:
+        await serve(app, hypercorn_config(bind), task_status=task_status,  # type: ignore[arg-type]
+                    mode="asgi")
+    except OSError as exc:
+        raise ConfigError(f"cannot serve HTTP on {bind}: {exc.strerror or exc}") from None
+
+
+@asynccontextmanager
+async def serve_node_http(node: DataNode, bind: str, *, token: str | None = None,
+                          limits: HttpLimits = HttpLimits()) -> AsyncIterator[list[str]]:
+    """The node's HTTP port for the body of the block; yields the bound URLs."""
+    check_bind(bind, token)
+    running = True
+    metrics = node_metrics(node)
+    app = HttpApp(source=NodeBlocks(node), metrics=metrics, ready=lambda: running,
+                  token=token, limits=limits)
+    try:
+        async with trio.open_nursery() as nursery:
+            urls: list[str] = await nursery.start(serve_http, app, bind)
+            log.info("HTTP on %s (gateway /ipfs, /metrics, /healthz)", ", ".join(urls))
+            try:
+                yield urls
+            finally:
+                running = False
+                nursery.cancel_scope.cancel()
+    finally:
+        uninstrument_service(node.service)
+
+
+@asynccontextmanager
+async def serve_client_http(source: BlockSource, bind: str, *, token: str | None = None,
+                            limits: HttpLimits = HttpLimits(), metrics: Metrics | None = None
+                            ) -> AsyncIterator[list[str]]:
+    """A gateway over ``source`` (e.g. a ClusterClient's blocks); yields the bound URLs."""
+    check_bind(bind, token)
+    running = True
+    app = HttpApp(source=source, metrics=metrics, ready=lambda: running, token=token,
+                  limits=limits)
+    async with trio.open_nursery() as nursery:
+        urls: list[str] = await nursery.start(serve_http, app, bind)
+        log.info("gateway on %s", ", ".join(urls))
+        try:
+            yield urls
+        finally:
+            running = False
+            nursery.cancel_scope.cancel()
