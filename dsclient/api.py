@@ -10,7 +10,7 @@ CID before returning them (CorruptBlockError otherwise). ``add``/``cat``/
 
 ``Client`` is the same API, blocking, for scripts and notebooks: it runs a
 trio loop in one background thread, where the AsyncClient lives, and hands
-each call to it (``trio.from_thread.run``); errors arrive as the same
+each call to it (dscluster/trio_thread.py); errors arrive as the same
 exceptions. Close it (or use ``with``) to stop the thread.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -36,6 +35,7 @@ from dscluster.datastore.query import Entry, Query
 from dscluster.errors import DatastoreClosedError, DSClusterError, NotFoundError
 from dscluster.ipld.cids import sha256_cid
 from dscluster.net.host import Identity
+from dscluster.trio_thread import TrioThread
 
 log = logging.getLogger(__name__)
 
@@ -166,55 +166,39 @@ class Client:
     def __init__(self, bootstrap: Sequence[str] = (), *, identity: Identity | None = None,
                  config: str | os.PathLike[str] | None = None,
                  options: ClientOptions = ClientOptions()) -> None:
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._async: AsyncClient | None = None
         self._closed = False
-        args = (bootstrap, identity, config, options)
-        # A daemon thread: a forgotten close() must not hang interpreter exit.
-        self._thread = threading.Thread(target=trio.run, args=(self._main, *args),
-                                        name="dsclient", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
+
+        @asynccontextmanager
+        async def started() -> AsyncIterator[AsyncClient]:
+            async with trio.open_nursery() as nursery:
+                client = await AsyncClient.start(
+                    nursery, config=config, bootstrap=bootstrap, identity=identity,
+                    options=options)
+                try:
+                    yield client
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await client.aclose()
+
+        try:
+            self._loop = TrioThread("dsclient", started)
+        except BaseException as exc:
+            raise _plain(exc) from None
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str],
                     options: ClientOptions = ClientOptions()) -> Client:
         return cls(config=path, options=options)
 
-    async def _main(self, bootstrap: Sequence[str], identity: Identity | None,
-                    config: str | None, options: ClientOptions) -> None:
-        # The constructor waits for _ready and then reads _error: set _error first.
-        try:
-            async with trio.open_nursery() as nursery:
-                self._async = await AsyncClient.start(
-                    nursery, config=config, bootstrap=bootstrap, identity=identity,
-                    options=options)
-                self._token = trio.lowlevel.current_trio_token()
-                self._stop = trio.Event()
-                self._ready.set()
-                await self._stop.wait()
-                with trio.CancelScope(shield=True):
-                    await self._async.aclose()
-        except BaseException as exc:  # reported to the constructor's caller
-            if self._ready.is_set():
-                raise
-            self._error = _plain(exc)
-            self._ready.set()
-
     def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         if self._closed:
             raise DatastoreClosedError("Client is closed")
-        return trio.from_thread.run(fn, *args, trio_token=self._token)
+        return self._loop.run(fn, *args)
 
     @property
     def aio(self) -> AsyncClient:
         """The AsyncClient underneath (use it only on the client's own loop)."""
-        assert self._async is not None
-        return self._async
+        return self._loop.value
 
     def put(self, data: bytes) -> CID:
         return self._run(self.aio.put, data)
@@ -275,8 +259,7 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-        self._thread.join(30)
+        self._loop.stop(30)
 
     def __enter__(self) -> Client:
         return self

@@ -1,20 +1,20 @@
 """SyncDatastore: the async Datastore contract as plain blocking calls.
 
-Theory of operation: scripts and REPLs that do not run trio get a facade. It
-starts one background thread running ``trio.run``; the store is opened and
-lives on that loop, and every method hands its coroutine to the loop with
-``trio.from_thread.run`` and blocks until it finishes, so errors arrive as
-the same exceptions the async contract raises. ``close`` closes the store on
-the loop, then ends the loop and joins the thread. One store, one loop, one
-thread; calls from several threads are serialised by trio.
+Theory of operation: scripts and REPLs that do not run trio get a facade. The
+store is opened and lives on a trio loop in a background thread
+(dscluster/trio_thread.py), and every method hands its coroutine to the loop
+and blocks until it finishes, so errors arrive as the same exceptions the
+async contract raises. ``close`` closes the store on the loop, then ends the
+loop and joins the thread. One store, one loop, one thread; calls from
+several threads are serialised by trio.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
@@ -23,6 +23,7 @@ from dscluster.datastore.base import Batch, Datastore
 from dscluster.datastore.key import Key
 from dscluster.datastore.query import Entry, Query, Results
 from dscluster.errors import DatastoreClosedError
+from dscluster.trio_thread import TrioThread
 
 log = logging.getLogger(__name__)
 
@@ -50,53 +51,33 @@ async def _open(source: StoreSource) -> Datastore:
     return ds
 
 
+@asynccontextmanager
+async def _opened(source: StoreSource) -> AsyncIterator[Datastore]:
+    ds = await _open(source)
+    try:
+        yield ds
+    finally:
+        if not ds.closed:  # the loop is ending: never leave the store open
+            with trio.CancelScope(shield=True):
+                await ds.close()
+
+
 class SyncDatastore:
     """Blocking get/has/get_size/put/delete/query/batch/sync/close over an async store."""
 
     def __init__(self, source: StoreSource) -> None:
-        self._ready = threading.Event()
-        self._startup_error: BaseException | None = None
         self._closed = False
-        self._ds: Datastore | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop: trio.Event | None = None
-        # A daemon thread: a forgotten close() must not hang interpreter exit.
-        self._thread = threading.Thread(
-            target=trio.run, args=(self._main, source), name="SyncDatastore", daemon=True
-        )
-        self._thread.start()
-        self._ready.wait()
-        if self._startup_error is not None:
-            self._thread.join()
-            raise self._startup_error
-
-    async def _main(self, source: StoreSource) -> None:
-        try:
-            self._ds = await _open(source)
-            self._token = trio.lowlevel.current_trio_token()
-            self._stop = trio.Event()
-        except BaseException as exc:
-            self._startup_error = exc
-            return
-        finally:
-            self._ready.set()
-        try:
-            await self._stop.wait()
-        finally:
-            if not self._ds.closed:  # the loop is ending: never leave the store open
-                with trio.CancelScope(shield=True):
-                    await self._ds.close()
+        self._loop = TrioThread("SyncDatastore", lambda: _opened(source))
 
     def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         if self._closed:
             raise DatastoreClosedError("SyncDatastore is closed")
-        return trio.from_thread.run(fn, *args, trio_token=self._token)
+        return self._loop.run(fn, *args)
 
     @property
     def datastore(self) -> Datastore:
         """The async store underneath (use it only from its own loop)."""
-        assert self._ds is not None
-        return self._ds
+        return self._loop.value
 
     # -- the contract, blocking ------------------------------------------------
 
@@ -159,9 +140,7 @@ class SyncDatastore:
             self._run(self.datastore.close)
         finally:
             self._closed = True
-            assert self._stop is not None
-            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-            self._thread.join()
+            self._loop.stop()
 
     @property
     def closed(self) -> bool:

@@ -7,7 +7,6 @@ like any client, and run code on its loop with ``call``.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -16,31 +15,13 @@ import trio
 
 from dscluster.datastore.query import Query
 from dscluster.testing.cluster import InProcessCluster, local_cluster
+from dscluster.trio_thread import TrioThread
 
 
 class ThreadedCluster:
     def __init__(self, base_dir: str, n: int = 3) -> None:
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self.cluster: InProcessCluster
-        self._thread = threading.Thread(target=trio.run, args=(self._main, base_dir, n),
-                                        daemon=True, name="test-cluster")
-        self._thread.start()
-        self._ready.wait(60)
-        if self._error is not None:
-            raise self._error
-
-    async def _main(self, base_dir: str, n: int) -> None:
-        try:
-            async with local_cluster(base_dir, n) as cluster:
-                self.cluster = cluster
-                self._token = trio.lowlevel.current_trio_token()
-                self._stop = trio.Event()
-                self._ready.set()
-                await self._stop.wait()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
+        self._loop = TrioThread("test-cluster", lambda: local_cluster(base_dir, n))
+        self.cluster: InProcessCluster = self._loop.value
 
     @property
     def bootstrap(self) -> list[str]:
@@ -52,7 +33,7 @@ class ThreadedCluster:
 
     def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         """Run ``fn(*args)`` on the cluster's loop (blocking the caller's thread)."""
-        return trio.from_thread.run(fn, *args, trio_token=self._token)
+        return self._loop.run(fn, *args)
 
     def wipe(self) -> None:
         async def wipe_all() -> None:
@@ -74,8 +55,7 @@ class ThreadedCluster:
         await trio.to_thread.run_sync(self.wipe)
 
     def close(self) -> None:
-        trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-        self._thread.join(30)
+        self._loop.stop(30)
 
 
 @pytest.fixture(scope="module")
