@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 from multiformats import CID
@@ -32,7 +32,7 @@ from dsclient.unixfs import DatastoreBlockStore, Stat, verify_block
 from dscluster.blocks import block_key, parse_cid
 from dscluster.config import load_client_config
 from dscluster.datastore.query import Entry, Query
-from dscluster.errors import DatastoreClosedError, DSClusterError, NotFoundError
+from dscluster.errors import DSClusterError, NotFoundError
 from dscluster.ipld.cids import sha256_cid
 from dscluster.net.host import Identity
 from dscluster.trio_thread import TrioThread
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["AsyncClient", "Client"]
 
-T = TypeVar("T")
 Ref = CID | str
 
 
@@ -166,8 +165,6 @@ class Client:
     def __init__(self, bootstrap: Sequence[str] = (), *, identity: Identity | None = None,
                  config: str | os.PathLike[str] | None = None,
                  options: ClientOptions = ClientOptions()) -> None:
-        self._closed = False
-
         @asynccontextmanager
         async def started() -> AsyncIterator[AsyncClient]:
             async with trio.open_nursery() as nursery:
@@ -181,19 +178,15 @@ class Client:
                         await client.aclose()
 
         try:
-            self._loop = TrioThread("dsclient", started)
+            self._loop = TrioThread("Client", started)
         except BaseException as exc:
             raise _plain(exc) from None
+        self._run = self._loop.run  # DatastoreClosedError once closed
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str],
                     options: ClientOptions = ClientOptions()) -> Client:
         return cls(config=path, options=options)
-
-    def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        if self._closed:
-            raise DatastoreClosedError("Client is closed")
-        return self._loop.run(fn, *args)
 
     @property
     def aio(self) -> AsyncClient:
@@ -233,7 +226,7 @@ class Client:
             while (piece := self._run(step)) is not None:
                 yield piece
         finally:
-            if not self._closed:
+            if not self._loop.stopped:
                 self._run(pieces.aclose)  # type: ignore[attr-defined]
 
     def get_file(self, cid: Ref, dest: str | os.PathLike[str]) -> None:
@@ -256,9 +249,6 @@ class Client:
 
     def close(self) -> None:
         """Close the cluster connection and stop the loop thread. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
         self._loop.stop(30)
 
     def __enter__(self) -> Client:

@@ -25,6 +25,8 @@ from typing import Any, Generic, TypeVar
 
 import trio
 
+from dscluster.errors import DatastoreClosedError
+
 __all__ = ["TrioThread"]
 
 T = TypeVar("T")
@@ -40,6 +42,7 @@ class TrioThread(Generic[T]):
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
         self._stopped = False
+        self.name = name
         self._thread = threading.Thread(target=trio.run, args=(self._main, open_resource),
                                         name=name, daemon=True)
         self._thread.start()
@@ -75,7 +78,10 @@ class TrioThread(Generic[T]):
         return self._stopped
 
     def run(self, fn: Callable[..., Awaitable[R]], *args: Any) -> R:
-        """``await fn(*args)`` on the loop; blocks the calling thread until it is done."""
+        """``await fn(*args)`` on the loop; blocks the calling thread until it is done.
+        DatastoreClosedError once ``stop`` was called."""
+        if self._stopped:
+            raise DatastoreClosedError(f"{self.name} is closed")
         return trio.from_thread.run(fn, *args, trio_token=self._token)
 
     def stop(self, timeout: float | None = None) -> None:

@@ -15,21 +15,19 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import trio
 
 from dscluster.datastore.base import Batch, Datastore
 from dscluster.datastore.key import Key
 from dscluster.datastore.query import Entry, Query, Results
-from dscluster.errors import DatastoreClosedError
 from dscluster.trio_thread import TrioThread
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SyncBatch", "SyncDatastore"]
 
-T = TypeVar("T")
 
 StoreSource = Datastore | Callable[[], "Datastore | Awaitable[Datastore]"] | Any
 
@@ -66,13 +64,8 @@ class SyncDatastore:
     """Blocking get/has/get_size/put/delete/query/batch/sync/close over an async store."""
 
     def __init__(self, source: StoreSource) -> None:
-        self._closed = False
         self._loop = TrioThread("SyncDatastore", lambda: _opened(source))
-
-    def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        if self._closed:
-            raise DatastoreClosedError("SyncDatastore is closed")
-        return self._loop.run(fn, *args)
+        self._run = self._loop.run  # DatastoreClosedError once closed
 
     @property
     def datastore(self) -> Datastore:
@@ -126,7 +119,7 @@ class SyncDatastore:
                 if len(entries) < chunk:
                     return
         finally:
-            if not self._closed:
+            if not self.closed:
                 self._run(results.aclose)
 
     def batch(self) -> SyncBatch:
@@ -134,17 +127,16 @@ class SyncDatastore:
 
     def close(self) -> None:
         """Close the store, end the loop, join the thread. Idempotent."""
-        if self._closed:
+        if self.closed:
             return
         try:
             self._run(self.datastore.close)
         finally:
-            self._closed = True
             self._loop.stop()
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._loop.stopped
 
     def __enter__(self) -> SyncDatastore:
         return self
