@@ -20,8 +20,8 @@ is read (doc/security.md, "Bounds"):
   closes the connection of a peer that sends beyond the window it was given
   (256 KiB for a stream nobody reads fast);
 - frames: the store and admin protocols read a stranger with
-  ``STRANGER_RPC_LIMITS`` (64 KiB frames, read 64 KiB at a time, 2 s to
-  finish a started frame), the join protocol with its own small frames, and
+  ``RpcLimits.for_stranger()`` (64 KiB frames, read 64 KiB at a time, 2 s to
+  finish a started frame; 4 requests in flight), the join protocol with its own small frames, and
   gossip resets a stranger's stream without reading it.
 
 So all strangers together hold at most ``stranger_streams`` x (256 KiB
