@@ -476,7 +476,7 @@ def _parse_range(text: str, size: int) -> tuple[int, int] | None:
         hi = int(b) + 1 if b else size
     except ValueError:
         raise HttpError(400, f"malformed Range {text!r}") from None
-    if lo < 0 or hi <= lo:
+    if lo < 0 or (b and hi <= lo):
         raise HttpError(400, f"malformed Range {text!r}")
     if lo >= size:
         return None

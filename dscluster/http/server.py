@@ -23,9 +23,9 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import trio
-from trio import TaskStatus  # type: ignore[attr-defined]
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from trio import TaskStatus  # type: ignore[attr-defined]
 
 from dscluster.errors import ConfigError
 from dscluster.http.app import HttpApp, HttpLimits
