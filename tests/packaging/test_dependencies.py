@@ -19,6 +19,7 @@ PACKAGES = ("dscluster", "dsclient", "dscfg", "ipfs_plugin")
 # Files that may import what only an extra brings (besides the base dependencies).
 EXTRA_FILES = {
     "dscluster/datastore/mongo.py": {"mongo"},
+    "dscluster/http/": {"http"},
     "dscluster/testing/": {"test", "kubo"},
 }
 
@@ -85,7 +86,7 @@ def test_every_base_dependency_is_imported_directly() -> None:
 def test_the_test_extra_brings_the_other_extras() -> None:
     test = [Requirement(r) for r in _project()["optional-dependencies"]["test"]]
     own = [r for r in test if _name(r.name) == "ds-cluster"]
-    assert own and own[0].extras == {"mongo", "kubo"}
+    assert own and own[0].extras == {"mongo", "kubo", "http"}
 
 
 def test_one_version_source() -> None:
