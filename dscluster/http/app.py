@@ -14,8 +14,9 @@ the ASGI scope. The app routes on the raw path:
 
 Every request is bounded before any work is done: the URL's length
 (``max_path``, else 414), the bearer token when one is set (401), and the
-number of gateway requests in flight (``max_concurrent``, else 503 with
-Retry-After: the request never queues). A gateway request has a time budget
+number of gateway requests in flight (``max_concurrent``; up to
+``max_waiting`` more wait at most ``max_wait`` seconds for a slot, then 503
+with Retry-After, as does any request past that queue at once). A gateway request has a time budget
 up to its response headers (504 past it: the cluster did not answer in
 time); after the headers each block read has its own deadline and each
 chunk written to the client another, so a stalled cluster or a client that
@@ -70,7 +71,9 @@ CHUNK = 256 * 1024  # largest body piece handed to hypercorn at once
 @dataclass(frozen=True)
 class HttpLimits:
     max_path: int = 4096  # bytes of path and query string
-    max_concurrent: int = 256  # gateway requests in flight; more get 503 at once
+    max_concurrent: int = 256  # gateway requests in flight
+    max_waiting: int = 1024  # more wait (up to max_wait) for a slot; past that 503 at once
+    max_wait: float = 10.0  # seconds a request waits for a slot before its 503
     time_budget: float = 30.0  # seconds to the response headers (then 504)
     fetch_timeout: float = 20.0  # seconds for one block once streaming
     send_timeout: float = 60.0  # seconds for the client to take one chunk
@@ -189,6 +192,26 @@ class HttpApp:
         self.token = token
         self.limits = limits
         self.in_flight = 0
+        self.waiting = 0
+        self._slots = trio.Semaphore(limits.max_concurrent)
+
+    async def _admit(self) -> bool:
+        """Take a gateway slot: at once, or after waiting in a bounded queue for a short while."""
+        try:
+            self._slots.acquire_nowait()
+            return True
+        except trio.WouldBlock:
+            pass
+        if self.waiting >= self.limits.max_waiting:
+            return False
+        self.waiting += 1
+        try:
+            with trio.move_on_after(self.limits.max_wait):
+                await self._slots.acquire()
+                return True
+            return False
+        finally:
+            self.waiting -= 1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -226,10 +249,10 @@ class HttpApp:
                                {"WWW-Authenticate": 'Bearer realm="dscluster"'})
                 return
             if route == "gateway":
-                if self.in_flight >= self.limits.max_concurrent:
+                if not await self._admit():
                     self.metrics.http_rejected.labels("busy").inc()
-                    await ex.error(503, f"{self.in_flight} requests in flight: try again",
-                                   {"Retry-After": "1"})
+                    await ex.error(503, f"{self.in_flight} requests in flight and "
+                                   f"{self.waiting} waiting: try again", {"Retry-After": "1"})
                     return
                 gated = True
                 self.in_flight += 1
@@ -239,6 +262,7 @@ class HttpApp:
             if gated:
                 self.in_flight -= 1
                 self.metrics.http_in_flight.dec()
+                self._slots.release()
             self.metrics.http_request(route, ex.method, ex.status or 499,
                                       time.perf_counter() - begun, ex.sent)
 
