@@ -61,6 +61,7 @@ class GatewayCluster:
     client_url: str = ""
     token_url: str = ""
     token: str = "s3cret-token"
+    tight_url: str = ""  # a client gateway with 4 slots and a queue of 8
     cids: dict[str, CID] = field(default_factory=dict)
     data: dict[str, bytes] = field(default_factory=dict)
     _ready: threading.Event = field(default_factory=threading.Event)
@@ -95,7 +96,11 @@ class GatewayCluster:
                     limits=HttpLimits(max_concurrent=32))))[0]
                 self.token_url = (await stack.enter_async_context(serve_node_http(
                     cluster.nodes[1], "127.0.0.1:0", token=self.token)))[0]
-                self.reader = reader
+                self.tight_app_limits = HttpLimits(max_concurrent=4, max_waiting=8, max_wait=5)
+                self.tight_url = (await stack.enter_async_context(serve_client_http(
+                    DatastoreBlockStore(reader.cluster), "127.0.0.1:0",
+                    limits=self.tight_app_limits)))[0]
+                self.reader, self.writer = reader, writer
                 self._token = trio.lowlevel.current_trio_token()
                 self._stop = trio.Event()
                 self._ready.set()
