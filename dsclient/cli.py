@@ -186,13 +186,12 @@ def explain(err: BaseException) -> str | None:
         addrs = _config_addrs()
         count = len(addrs) or 1
         nodes = f"{count} cluster node{'s' if count != 1 else ''}"
-        return (f"cannot reach any of {nodes} ({_why_unreachable(addrs, text)}): are they "
-                "running? dsclient status lists them; --log-level debug shows each failure")
+        reason = _why_unreachable(addrs, text)
+        return f"cannot reach any of {nodes} ({reason}): {_hint(reason, 'are they')}"
     one = re.search(r"node (\S+)(?: serving slot \d+)? is unavailable", text)
     if isinstance(err, UnavailableError) and one is not None:
         reason = _why_unreachable({one[1]: _config_addrs().get(one[1], [])}, text)
-        return (f"{text[:one.end()]} ({reason}): is it running? dsclient status shows every "
-                "node")
+        return f"{text[:one.end()]} ({reason}): {_hint(reason, 'is it')}"
     if isinstance(err, UnauthorizedError):
         peer = _own_peer_id()
         return (f"{text}: an admin can authorize this client with: dsclient cluster auth add "
@@ -237,14 +236,26 @@ def _tcp_target(addr: str) -> tuple[str, int] | None:
     return None
 
 
+NO_HANDSHAKE = "no libp2p handshake"
+NO_ANSWER = "accepts connections, then no answer"
+
+
+def _hint(reason: str, subject: str) -> str:
+    if reason == NO_HANDSHAKE:
+        return "is that a cluster node, with this swarm key? (--log-level debug shows why)"
+    if reason == NO_ANSWER:
+        return f"{subject} hung or overloaded? (--timeout S waits longer)"
+    return f"{subject} running? (--log-level debug shows each failure)"
+
+
 def _why_unreachable(addrs: dict[str, list[str]], text: str) -> str:
     """Why the nodes could not be reached, by a plain TCP connect to each address."""
     reasons: set[str] = set()
     for target in filter(None, (_tcp_target(a) for a_list in addrs.values() for a in a_list)):
         try:
             socket.create_connection(target, timeout=min(2.0, state.timeout)).close()
-            reasons.add("the port answers but libp2p could not connect: other peer or "
-                        "swarm key?")
+            # the port answers: libp2p is what failed, slowly (a hung node) or at once
+            reasons.add(NO_ANSWER if "timed out" in text else NO_HANDSHAKE)
         except ConnectionRefusedError:
             reasons.add("connection refused")
         except TimeoutError:
@@ -696,6 +707,49 @@ def _human_bytes(n: int) -> str:
             return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
         n /= 1024  # type: ignore[assignment]
     return f"{n}"
+
+
+# -- gateway -------------------------------------------------------------------------------
+
+
+@app.command()
+def gateway(
+    listen: Annotated[str, typer.Option(
+        help="HOST:PORT to serve HTTP on; a non-loopback HOST needs --http-token.")
+    ] = "127.0.0.1:8080",
+    http_token: Annotated[str, typer.Option(
+        envvar="DSCLIENT_HTTP_TOKEN", show_envvar=True,
+        help="Bearer token HTTP clients must send (all but /healthz); prefer the "
+             "environment variable (a command line is visible in ps).")] = "",
+) -> None:
+    """Serve the cluster's content over HTTP as an IPFS path and trustless gateway.
+
+    GET /ipfs/CID[/path] (files, Range, directory listings), ?format=raw (a block),
+    ?format=car (a CARv1), /metrics and /healthz; see doc/http.md. It only reads:
+    authorize this client's peer ID as read-only on the nodes. Ctrl-C stops it.
+    """
+    from dscluster.http.server import check_bind
+
+    check_bind(listen, http_token or None)  # one line, before connecting
+
+    async def go() -> None:
+        import signal
+
+        import trio
+
+        from dsclient.unixfs import DatastoreBlockStore
+        from dscluster.http.server import serve_client_http
+
+        async with open_client() as client, serve_client_http(
+                DatastoreBlockStore(client.cluster), listen, token=http_token or None) as urls:
+            for url in urls:
+                typer.echo(f"dsclient: gateway on {url} (/ipfs/CID, /metrics, /healthz)")
+            sys.stdout.flush()
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
+
+    run(go, what="gateway")
 
 
 # -- entry point ---------------------------------------------------------------------------

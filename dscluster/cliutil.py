@@ -5,7 +5,7 @@ mistake by the user (a UserError, or any error of the project's tree, also
 when trio wraps it in a one-member exception group) prints
 ``PROG: error: MESSAGE`` on one line of at most MAX_LINE characters and
 exits 1; a usage error (unknown option, bad option value) is one line too and
-exits 2; Ctrl-C exits 130; anything else is a bug and keeps its traceback.
+exits 2; Ctrl-C prints ``PROG: interrupted`` and exits 130; anything else is a bug and keeps its traceback.
 The whole error, with its traceback, is logged at DEBUG (``--log-level
 debug``). `version_callback` gives each command the same ``--version``.
 
@@ -23,9 +23,10 @@ import typer
 from dscluster.errors import DSClusterError
 
 USER_ERRORS: tuple[type[BaseException], ...]
-MAX_LINE = 200  # characters of an error line, prefix included
+MAX_LINE = 199  # characters of an error line, prefix included (under 200)
 DISTRIBUTION = "ds-cluster"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+INTERRUPTED = 130  # the exit status after Ctrl-C (128 + SIGINT)
 
 log = logging.getLogger("dscluster.cli")
 
@@ -105,6 +106,16 @@ def error_line(prog: str, message: str) -> str:
     return head + shorten(" ".join(message.split()), MAX_LINE - len(head))
 
 
+def usage_line(prog: str, message: str, usage: str, where: str) -> str:
+    """A usage error on one line: what is wrong, the usage if it fits, where help is."""
+    head = f"{prog.split()[0]}: error: "
+    tail = f" (see {where} --help)"
+    text = " ".join(message.split()).rstrip(".") + "."
+    if len(head) + len(text) + 1 + len(usage) + len(tail) <= MAX_LINE:
+        return f"{head}{text} {usage}{tail}"
+    return head + shorten(text, MAX_LINE - len(head) - len(tail)) + tail
+
+
 def run_app(
     app: typer.Typer,
     prog: str,
@@ -124,7 +135,7 @@ def run_app(
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:
-        return 130
+        code = INTERRUPTED
     except typer.Abort:
         print(f"{prog.split()[0]}: aborted", file=sys.stderr)
         return 1
@@ -133,11 +144,14 @@ def run_app(
         ctx = getattr(exc, "ctx", None)
         usage = " ".join(ctx.get_usage().split()) if ctx is not None else ""
         where = ctx.command_path if ctx is not None else prog
-        print(error_line(prog, f"{message.rstrip('.')}. {usage} (see {where} --help)"),
-              file=sys.stderr)
+        print(usage_line(prog, message, usage, where), file=sys.stderr)
         code = getattr(exc, "exit_code", 2)
         return code if isinstance(code, int) else 2
     except BaseException as exc:
+        if user_error(exc, (KeyboardInterrupt,)) is not None:
+            code = INTERRUPTED
+            print(f"{prog.split()[0]}: interrupted", file=sys.stderr)
+            return code
         err = user_error(exc, user_errors)
         if err is None:
             raise
@@ -147,4 +161,6 @@ def run_app(
         message = (explain(err) if explain else None) or one_line(err)
         print(error_line(prog, message), file=sys.stderr)
         return 1
+    if code == INTERRUPTED:  # Ctrl-C (click turns it into this status)
+        print(f"{prog.split()[0]}: interrupted", file=sys.stderr)
     return code if isinstance(code, int) else 0

@@ -81,8 +81,8 @@ def ipfs_fetch(
             async with open_client() as client:
                 return await fetch_dag(client.cluster, cid, peer)
         assert deadline.cancelled_caught
-        raise UserError(f"fetching {cid} from {peer} took longer than {timeout:g}s: is the "
-                        "peer up and does it have the DAG? (--timeout S waits longer)")
+        raise UserError(f"ipfs fetch of {cid} timed out after {timeout:g}s: is the peer up, "
+                        "and does it have the DAG? (--timeout S waits longer)")
 
     stats = run(go, what="ipfs fetch")
     typer.echo(f"fetched {cid}: {stats.blocks} blocks, {stats.fetched} new "
