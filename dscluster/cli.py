@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -51,6 +52,7 @@ from dscluster.wire.messages import JOIN_PROTOCOL
 
 log = logging.getLogger("dscluster")
 JOIN_SECRET_ENV = "DSCLUSTER_JOIN_SECRET"  # the join secret, kept off the command line
+HTTP_TOKEN_ENV = "DSCLUSTER_HTTP_TOKEN"  # --http-token, kept off the command line
 CONF_ENV = "DSCLUSTER_CONF"  # the default of --conf
 app = typer.Typer(add_completion=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 
@@ -89,7 +91,8 @@ def keep_bound_ports(conf: Path, configured: list[str], bound: list[str]) -> Non
 
 
 async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list[str],
-              disable_delete: bool, tick: float, sync: bool = False) -> None:
+              disable_delete: bool, tick: float, sync: bool = False, http: str = "",
+              http_token: str | None = None) -> None:
     identity = cfg.identity.identity()
     me = identity.peer_id_str
     conf_dir = str(conf)
@@ -98,11 +101,21 @@ async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list
                             read_only_client=cfg.read_only_client,
                             disable_delete=disable_delete or cfg.disable_delete,
                             tick_interval=tick)
+    if http:  # refuse a bad --http before opening anything (dscluster/http/server.py)
+        from dscluster.http.server import check_bind
+        check_bind(http, http_token)
     ds = open_datastore(kind, conf_dir, cfg.datastore.path, mongodb, me, sync)
     try:
         async with open_host(identity, listen or list(cfg.swarm),
                              swarm_key=swarm_key_of(conf)) as host, \
-                run_data_node(host, ds, settings) as node, serve_admin(node, conf_dir):
+                run_data_node(host, ds, settings) as node, serve_admin(node, conf_dir), \
+                AsyncExitStack() as extras:
+            if http:
+                from dscluster.http.server import serve_node_http
+                for url in await extras.enter_async_context(
+                        serve_node_http(node, http, token=http_token)):
+                    print(f"dscluster: HTTP on {url} (/ipfs gateway, /metrics, /healthz)",
+                          flush=True)
             if cfg.bootstrap_node:
                 secret = read_join_secret(cfg, conf)
                 driver = node.driver
@@ -164,6 +177,13 @@ def main_command(
         help="Listen multiaddr (repeatable); default: the config's addresses.swarm.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     tick: Annotated[float, typer.Option(help="Seconds per gossip tick.")] = 0.5,
+    http: Annotated[str, typer.Option(
+        help="Serve HTTP on HOST:PORT: an IPFS gateway (/ipfs/CID), /metrics and /healthz "
+             "(doc/http.md). Off by default; a non-loopback HOST needs --http-token.")] = "",
+    http_token: Annotated[str, typer.Option(
+        envvar=HTTP_TOKEN_ENV, show_envvar=True,
+        help="Bearer token HTTP clients must send (all but /healthz). Prefer the "
+             "environment variable: a command line is visible to every user (ps).")] = "",
     version: Annotated[bool, typer.Option(
         "--version", callback=version_callback("dscluster"), is_eager=True,
         help=VERSION_HELP)] = False,
@@ -209,7 +229,7 @@ def main_command(
     cfg = load_node_config(conf)
     kind = datastore or cfg.datastore.kind
     trio.run(run, conf, cfg, kind, mongodb or cfg.datastore.mongodb_uri, list(listen or ()),
-             disable_delete, tick, sync or cfg.datastore.sync)
+             disable_delete, tick, sync or cfg.datastore.sync, http, http_token or None)
 
 
 def main(argv: list[str] | None = None) -> int:

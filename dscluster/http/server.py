@@ -23,11 +23,18 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
 from trio import TaskStatus  # type: ignore[attr-defined]
 
 from dscluster.errors import ConfigError
+
+try:
+    import prometheus_client  # noqa: F401  (metrics.py, imported below)
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+except ImportError as exc:  # the [http] extra is not installed: one line for the CLI
+    raise ConfigError(f"the HTTP port needs the [http] extra ({exc.name} is missing): "
+                      "pip install 'ds-cluster[http]'") from None
+
 from dscluster.http.app import HttpApp, HttpLimits
 from dscluster.http.gateway import BlockSource, NodeBlocks
 from dscluster.http.metrics import Metrics, node_metrics, uninstrument_service
