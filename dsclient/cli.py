@@ -752,49 +752,6 @@ def gateway(
     run(go, what="gateway")
 
 
-# -- gateway -------------------------------------------------------------------------------
-
-
-@app.command()
-def gateway(
-    listen: Annotated[str, typer.Option(
-        help="HOST:PORT to serve HTTP on; a non-loopback HOST needs --http-token.")
-    ] = "127.0.0.1:8080",
-    http_token: Annotated[str, typer.Option(
-        envvar="DSCLIENT_HTTP_TOKEN", show_envvar=True,
-        help="Bearer token HTTP clients must send (all but /healthz); prefer the "
-             "environment variable (a command line is visible in ps).")] = "",
-) -> None:
-    """Serve the cluster's content over HTTP as an IPFS path and trustless gateway.
-
-    GET /ipfs/CID[/path] (files, Range, directory listings), ?format=raw (a block),
-    ?format=car (a CARv1), /metrics and /healthz; see doc/http.md. It only reads:
-    authorize this client's peer ID as read-only on the nodes. Ctrl-C stops it.
-    """
-    from dscluster.http.server import check_bind
-
-    check_bind(listen, http_token or None)  # one line, before connecting
-
-    async def go() -> None:
-        import signal
-
-        import trio
-
-        from dsclient.unixfs import DatastoreBlockStore
-        from dscluster.http.server import serve_client_http
-
-        async with open_client() as client, serve_client_http(
-                DatastoreBlockStore(client.cluster), listen, token=http_token or None) as urls:
-            for url in urls:
-                typer.echo(f"dsclient: gateway on {url} (/ipfs/CID, /metrics, /healthz)")
-            sys.stdout.flush()
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    break
-
-    run(go, what="gateway")
-
-
 # -- entry point ---------------------------------------------------------------------------
 
 
