@@ -1,0 +1,49 @@
+"""`dsclient --help`, `--version` and `hashslot` import neither py-libp2p nor trio.
+
+Importing py-libp2p (QUIC, ACME, mDNS, Prometheus) made every dsclient
+command take 1.1-2.5 s before it parsed its arguments; bench/cli_startup.py
+measures the time, this test checks the cause in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+CHECK = """
+import contextlib, io, sys
+from dsclient.cli import main
+runs = [["--help"], ["--version"], ["cluster", "--help"], ["ipfs", "--help"],
+        ["add", "--help"], ["hashslot", "/foo"],
+        ["hashslot", "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"]]
+for argv in runs:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    assert code == 0, (argv, code)
+    assert out.getvalue(), argv
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("libp2p", "trio", "multiaddr"))
+print(" ".join(heavy) or "none")
+"""
+
+
+def test_help_version_and_hashslot_import_no_libp2p_nor_trio(tmp_path):
+    r = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "none", r.stdout
+
+
+def test_hashslot_reads_the_owner_from_the_config_without_libp2p(tmp_path):
+    peer = "12D3KooWPkzd31YUfGFDqD1UJJ9pxEQ1sBFp1749yejA3PTvDtmf"
+    (tmp_path / "config.json").write_text(json.dumps({
+        "identity": {"peer_id": "x", "sk": "y"},
+        "nodes": [{"id": peer, "slots": [{"start": 0, "end": 5000}], "swarm": []}]}))
+    code = (f"import sys\nfrom dsclient.cli import main\n"
+            f"main(['--conf', {str(tmp_path)!r}, 'hashslot', '/foo'])\n"
+            "assert 'libp2p' not in sys.modules")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["key: /foo", "slot: 3194", f"node: {peer}"]
