@@ -145,13 +145,16 @@ class AdminClient:
 
     async def table(self) -> SlotTable:
         """The table of the first seed that answers."""
-        errors = []
+        errors: list[tuple[str, DSClusterError]] = []
         for peer in list(self._addrs):
             try:
                 return (await self.status(peer)).table
             except DSClusterError as exc:
-                errors.append(f"{peer}: {exc}")
-        raise UnavailableError("no node answered: " + "; ".join(errors or ["no addresses"]))
+                errors.append((peer, exc))
+        if errors and not any(isinstance(e, UnavailableError) for _, e in errors):
+            raise errors[0][1]  # unauthorized, a protocol error: the node answered, say what
+        raise UnavailableError("no node answered: " + "; ".join(
+            [f"{peer}: {exc}" for peer, exc in errors] or ["no addresses"]))
 
     async def members(self) -> list[str]:
         table = await self.table()
