@@ -22,23 +22,9 @@ from collections.abc import Sequence
 from multiformats import CID
 
 from dscluster.ipld.cids import cid_to_bytes
+from dscluster.wire.varint import encode_varint as varint  # the one varint
 
 CAR_VERSION = 1
-
-
-def varint(n: int) -> bytes:
-    """Unsigned LEB128, as multiformats' unsigned-varint writes it."""
-    if n < 0:
-        raise ValueError("varint of a negative number")
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 def _cbor_head(major: int, n: int) -> bytes:

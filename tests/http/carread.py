@@ -11,17 +11,7 @@ from multiformats import CID
 
 from dsclient.unixfs import verify_block
 from dscluster.ipld.cids import cid_from_bytes
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, pos
+from dscluster.wire.varint import decode_varint as _varint  # the one varint
 
 
 def _cid_len(buf: bytes) -> int:
