@@ -10,7 +10,8 @@ order its handlers finish, and the client matches answers to callers by id.
 ``RpcClient`` bounds in-flight requests per stream (a semaphore), applies a
 deadline to every call, sends ``Cancel`` for calls it gives up on, fails all
 waiting calls with ``UnavailableError`` naming the peer when the stream
-breaks, and opens a fresh stream on the next call. A request whose write
+breaks, and opens a fresh stream on the next call; an answer that does not
+decode but names its request id fails that call alone (ProtocolError). A request whose write
 failed never reached the peer and is retried once on a fresh stream. Queries
 pull their chunks one ``QueryNext`` at a time.
 """
@@ -33,7 +34,7 @@ from dscluster.net.framed import FramedStream
 from dscluster.net.host import prepare_dial
 from dscluster.net.rpc_limits import RpcLimits
 from dscluster.wire.messages import Cancel, Fail, Query, QueryChunk, QueryNext, Request, Response
-from dscluster.wire.schema import Tagged
+from dscluster.wire.schema import MessageError, Tagged
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,15 @@ class _Channel:
         reason: str
         broken_protocol = False
         try:
-            while (msg := await self.fs.receive()) is not None:
+            while True:
+                try:
+                    msg = await self.fs.receive()
+                except MessageError as exc:
+                    if not self._refused(exc):
+                        raise
+                    continue
+                if msg is None:
+                    break
                 if not isinstance(msg, Response):
                     raise ProtocolError(f"a client does not accept {type(msg).__name__}")
                 waiter = self.pending.get(msg.id)
@@ -82,6 +91,19 @@ class _Channel:
         except UnavailableError as exc:
             reason = str(exc)
         self.fail(reason, protocol_error=broken_protocol)
+
+    def _refused(self, exc: MessageError) -> bool:
+        """Fail the one call whose answer did not decode (a field a newer server sends in
+        a form we do not know); False if the answer cannot be matched to a call."""
+        rid = exc.request_id
+        if rid is None or not issubclass(exc.message_type, Response):
+            return False
+        waiter = self.pending.get(rid)
+        if waiter is not None and not waiter.event.is_set():
+            waiter.value = ProtocolError(f"{_peer_name(self.fs.peer)} sent an answer we "
+                                         f"cannot read: {exc}")
+            waiter.event.set()
+        return True
 
     def fail(self, reason: str, protocol_error: bool = False) -> None:
         if self.error is None:

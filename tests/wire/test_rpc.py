@@ -313,6 +313,46 @@ async def test_a_bad_request_reusing_an_in_flight_id_resets_the_stream():
             assert srv.protocol_errors == 1
 
 
+async def test_an_answer_the_client_cannot_read_fails_that_call_alone():
+    """A newer server's answer in a form this client does not know (an unknown error
+    code) fails that call with ProtocolError; other calls on the stream go on."""
+
+    streams = []
+
+    async def raw_server(stream) -> None:
+        streams.append(stream)
+        decoder = FrameDecoder()
+        answered = 0
+        while answered < 3:
+            frame = decoder.next_frame()
+            if frame is None:
+                data = await stream.read(65536)
+                if not data:
+                    return
+                decoder.feed(data)
+                continue
+            req = m.decode(frame)
+            assert isinstance(req, m.Get)
+            if req.key == "/odd":
+                out = cbor2.dumps([m.Fail.TAG, req.id, ["a_code_from_the_future", "?"]])
+            else:
+                out = m.Ok(req.id, req.key.encode()).encode()
+            await stream.write(encode_frame(out))
+            answered += 1
+        await trio.sleep(5)  # keep the stream open while the client checks
+
+    with trio.fail_after(30):
+        async with open_host() as a, open_host() as b:
+            a.host.set_stream_handler(PROTO, raw_server)
+            await b.connect(a.peer_id, a.addrs)
+            async with open_rpc_client(b.host, FAST) as client:
+                assert (await client.call(a.peer_id, PROTO, m.Get(0, "/a"))).value == b"/a"
+                with pytest.raises(errors.ProtocolError, match="cannot read"):
+                    await client.call(a.peer_id, PROTO, m.Get(0, "/odd"))
+                assert (await client.call(a.peer_id, PROTO, m.Get(0, "/b"))).value == b"/b"
+                assert len(streams) == 1  # all three on one stream
+
+
 async def test_slow_sender_hits_the_frame_deadline():
     svc = DictService()
     svc.data["/k"] = b"v"
