@@ -123,12 +123,12 @@ def quiet_libp2p() -> None:
 
 
 def config_path(conf: Path | None = None) -> Path:
-    """DIR/config.json (or the file --conf names); UserError naming `init` if absent."""
+    """DIR/config.json, or the file --conf names; UserError naming `init` if absent."""
     where = conf or state.conf
-    path = where / CONFIG_JSON if where.is_dir() or not where.suffix else where
+    path = where if where.is_file() else where / CONFIG_JSON
     if not path.exists():
-        raise UserError(f"no client config at {path}: run dsclient --conf {where} init "
-                        "--bootstrapper MA (or dscfg client)")
+        raise UserError(f"no client config at {path}: run dsclient init --bootstrapper MA "
+                        "(or dscfg client)")
     return path
 
 
@@ -193,9 +193,15 @@ def explain(err: BaseException) -> str | None:
         reason = _why_unreachable({one[1]: _config_addrs().get(one[1], [])}, text)
         return f"{text[:one.end()]} ({reason}): {_hint(reason, 'is it')}"
     if isinstance(err, UnauthorizedError):
-        peer = _own_peer_id()
-        return (f"{text}: an admin can authorize this client with: dsclient cluster auth add "
-                f"{peer or 'PEER'} read-write")
+        peer = _own_peer_id() or "PEER"
+        more = re.search(r"peer \S+ is ([\w-]+): ([\w-]+) needed", text)
+        if more is not None:
+            return (f"this client is {more[1]}, {more[2]} needed: an admin runs dsclient "
+                    f"cluster auth add {peer} {more[2]}")
+        if re.search(r"peer \S+ is not (authorized|an admin)", text):
+            role = "admin" if "admin" in text else "read-write"
+            return (f"this client is not authorized: an admin runs dsclient cluster auth add "
+                    f"{peer} {role}")
     return None
 
 
@@ -302,7 +308,7 @@ def init(
     quiet_libp2p()
     parse_bootstrap(bootstrapper)
     conf = state.conf
-    path = conf / CONFIG_JSON if conf.is_dir() or not conf.suffix else conf
+    path = conf if conf.is_file() else conf / CONFIG_JSON
     old = load_client_config(path) if path.exists() else None
     identity = old.identity if old else IdentityConfig.generate()
     from dsclient.client import ClientOptions
@@ -725,8 +731,9 @@ def gateway(
     """Serve the cluster's content over HTTP as an IPFS path and trustless gateway.
 
     GET /ipfs/CID[/path] (files, Range, directory listings), ?format=raw (a block),
-    ?format=car (a CARv1), /metrics and /healthz; see doc/http.md. It only reads:
-    authorize this client's peer ID as read-only on the nodes. Ctrl-C stops it.
+    ?format=car (a CARv1), /metrics, /healthz and a status page at /; see doc/http.md.
+    It only reads: authorize this client's peer ID as read-only on the nodes. Ctrl-C
+    stops it.
     """
     from dscluster.http.server import check_bind
 
@@ -741,7 +748,8 @@ def gateway(
         from dscluster.http.server import serve_client_http
 
         async with open_client() as client, serve_client_http(
-                DatastoreBlockStore(client.cluster), listen, token=http_token or None) as urls:
+                DatastoreBlockStore(client.cluster), listen, token=http_token or None,
+                cluster=client.cluster) as urls:
             for url in urls:
                 typer.echo(f"dsclient: gateway on {url} (/ipfs/CID, /metrics, /healthz)")
             sys.stdout.flush()

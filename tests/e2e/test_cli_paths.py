@@ -349,3 +349,22 @@ def test_version_on_every_command():
         r = subprocess.run([script(prog), "--version"], capture_output=True, text=True,
                            timeout=TIMEOUT)
         assert r.returncode == 0 and r.stdout == f"{prog} {want}\n", (prog, r.stderr)
+
+
+def test_unauthorized_client_is_told_the_command_that_authorizes_it(live, tmp_path):
+    boot = load_client_config(live.conf).bootstrap_addrs[0]
+    conf = tmp_path / "newcomer"
+    r = subprocess.run([script("dscfg"), "client", str(conf), "--bootstrap", boot],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    peer = load_client_config(conf).identity.peer_id
+    err = one_line(dsclient("--conf", str(conf), "put", "/newcomer", stdin=b"x"))
+    assert err.endswith(f"not authorized: an admin runs dsclient cluster auth add {peer} "
+                        "read-write")
+    out = live.ok("cluster", "auth", "add", peer, "read-write")  # the operator is an admin
+    assert f"{peer} read-write: recorded by" in out
+    r = dsclient("--conf", str(conf), "put", "/newcomer", stdin=b"x")
+    assert r.returncode == 0, r.stderr
+    err = one_line(dsclient("--conf", str(conf), "cluster", "members"))
+    assert err.endswith(f"is read-write, admin needed: an admin runs dsclient cluster auth add "
+                        f"{peer} admin")
