@@ -81,9 +81,11 @@ class FrameReader:
         if frame is not None:
             return frame
         idle = self.limits.idle_timeout
-        deadline = math.inf if idle is None or dec.buffered else trio.current_time() + idle
+        deadline = math.inf if idle is None else trio.current_time() + idle
+        started = False  # a frame has begun: its own deadline replaces the idle one
         while True:
-            if dec.buffered and deadline == math.inf:
+            if dec.in_frame and not started:  # also a bare length prefix
+                started = True
                 deadline = trio.current_time() + self.limits.frame_timeout
             with trio.move_on_at(deadline):
                 data = await self._read()
@@ -95,7 +97,7 @@ class FrameReader:
                 if frame is not None:
                     return frame
                 continue
-            if dec.buffered:
+            if started:
                 raise UnavailableError(f"{self.peer_name} stalled inside a frame for "
                                        f"{self.limits.frame_timeout}s")
             raise UnavailableError(f"{self.peer_name} sent nothing for {idle}s")

@@ -55,6 +55,11 @@ class FrameDecoder:
         """Bytes received but not yet returned as frames."""
         return len(self._buf) - self._pos
 
+    @property
+    def in_frame(self) -> bool:
+        """A frame has begun (some of its prefix or body is here) and is not complete."""
+        return self._need is not None or self.buffered > 0
+
     def feed(self, data: bytes) -> None:
         if self._eof:
             raise ProtocolError("data after end of stream")

@@ -353,6 +353,18 @@ async def test_an_answer_the_client_cannot_read_fails_that_call_alone():
                 assert len(streams) == 1  # all three on one stream
 
 
+async def test_a_bare_length_prefix_also_hits_the_frame_deadline():
+    """The prefix alone starts the frame: a sender cannot stall after it for ever."""
+    svc = DictService()
+    with trio.fail_after(30):
+        async with open_host() as a, open_host() as b, serve_rpc(a.host, PROTO, svc, FAST):
+            await b.connect(a.peer_id, a.addrs)
+            raw = await b.host.new_stream(a.peer_id, [PROTO])
+            frame = encode_frame(m.Get(1, "/k").encode())
+            await raw.write(frame[:1])  # the whole (one-byte) prefix, no body
+            assert await _raw_stream_is_closed(raw)
+
+
 async def test_slow_sender_hits_the_frame_deadline():
     svc = DictService()
     svc.data["/k"] = b"v"
