@@ -8,9 +8,12 @@ imported when a command runs, so that ``dsclient --help`` stays light).
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import typer
+
+log = logging.getLogger(__name__)
 
 app = typer.Typer(help="Serve the cluster's blocks to IPFS peers, or fetch DAGs from them.",
                   no_args_is_help=True, rich_markup_mode=None)
@@ -67,6 +70,7 @@ def ipfs_fetch(
     from dsclient.cli import open_client, run
     from dscluster.blocks import parse_cid
     from dscluster.cliutil import UserError
+    from dscluster.errors import UnavailableError
     from ipfs_plugin.node import fetch_dag
 
     parse_cid(cid)
@@ -79,7 +83,13 @@ def ipfs_fetch(
         # there would come out wrapped in an exception group.
         with trio.move_on_after(timeout) as deadline:
             async with open_client() as client:
-                return await fetch_dag(client.cluster, cid, peer)
+                try:
+                    return await fetch_dag(client.cluster, cid, peer)
+                except UnavailableError as exc:  # the IPFS peer, not the cluster
+                    log.debug("ipfs fetch from %s failed", peer, exc_info=exc)
+                    raise UserError(f"cannot connect to the IPFS peer {peer.rsplit('/p2p/')[0]}"
+                                    f": is it running there? (--log-level debug shows why)"
+                                    ) from None
         assert deadline.cancelled_caught
         raise UserError(f"ipfs fetch of {cid} timed out after {timeout:g}s: is the peer up, "
                         "and does it have the DAG? (--timeout S waits longer)")

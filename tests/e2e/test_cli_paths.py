@@ -266,6 +266,13 @@ def test_ipfs_fetch_from_a_silent_peer_times_out_in_one_line(live, silent):
     assert f"ipfs fetch of {EMPTY_CID} timed out after 2s" in err
 
 
+def test_ipfs_fetch_from_a_peer_that_is_not_there_is_one_line(live, down):
+    nobody = load_client_config(down / "n0" / "client").bootstrap_addrs[0]  # refuses
+    err = one_line(dsclient("--conf", str(live.conf), "ipfs", "fetch", EMPTY_CID, "--from",
+                            nobody))
+    assert f"cannot connect to the IPFS peer {nobody.rsplit('/p2p/')[0]}: is it running" in err
+
+
 def test_ctrl_c_during_ipfs_fetch(live, silent):
     peer, _ = silent
     before = peer.accepted
