@@ -8,6 +8,7 @@ measures the time, this test checks the cause in a fresh interpreter.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -47,3 +48,17 @@ def test_hashslot_reads_the_owner_from_the_config_without_libp2p(tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["key: /foo", "slot: 3194", f"node: {peer}"]
+
+
+def test_shell_completion_completes_commands_and_subcommands():
+    from dscluster.procs import script
+
+    for words, cword, want in (("dsclient clu", "1", "cluster"),
+                               ("dsclient cluster st", "2", "status"),
+                               ("dscfg cl", "1", "client")):
+        prog = words.split()[0]
+        env = {**os.environ, f"_{prog.upper()}_COMPLETE": "complete_bash",
+               "COMP_WORDS": words, "COMP_CWORD": cword}
+        r = subprocess.run([script(prog)], capture_output=True, text=True, timeout=120, env=env)
+        assert r.returncode == 0, r.stderr
+        assert want in r.stdout.split(), (words, r.stdout)
