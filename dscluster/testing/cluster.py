@@ -23,6 +23,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
+from trio import TaskStatus  # type: ignore[attr-defined]
 
 from dscluster.core.gossip import GossipConfig
 from dscluster.core.slots import key_slot
@@ -86,7 +87,7 @@ class _NodeRunner:
             self._stop.set()
             await self._done.wait()
 
-    async def _serve(self, *, task_status: trio.TaskStatus[HostHandle]) -> None:
+    async def _serve(self, *, task_status: TaskStatus[HostHandle]) -> None:
         from dscluster.node.admin import serve_admin
 
         assert self._done is not None
