@@ -10,7 +10,9 @@ the ASGI scope. The app routes on the raw path:
   /metrics          Prometheus text from the node's own registry
   /ipfs/{cid}[/p]   the gateway (gateway.py): raw blocks, CARs, files, dirs
   /ipns/...         501: there is no IPNS here
-  /                 a one-screen text index of the above
+  /                 the status page (status.py; no token: it holds no data),
+                    or a one-screen text index where there is no status
+  /status.json      the cluster at a glance, what the page polls
 
 Every request is bounded before any work is done: the URL's length
 (``max_path``, else 414), the bearer token when one is set (401), and the
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import time
 import urllib.parse
@@ -185,8 +188,10 @@ class HttpApp:
 
     def __init__(self, *, source: gw.BlockSource | None, metrics: Metrics | None,
                  ready: Callable[[], bool], token: str | None = None,
-                 limits: HttpLimits = HttpLimits()) -> None:
+                 limits: HttpLimits = HttpLimits(),
+                 status: Callable[[], Awaitable[dict[str, Any]]] | None = None) -> None:
         self.source = source
+        self.status = status
         self.metrics = metrics or Metrics()
         self.ready = ready
         self.token = token
@@ -243,7 +248,8 @@ class HttpApp:
             if ex.method not in ("GET", "HEAD"):
                 await ex.error(405, "only GET and HEAD", {"Allow": "GET, HEAD"})
                 return
-            if route != "healthz" and self.token is not None and not self._authorized(ex):
+            open_route = route == "healthz" or (route == "index" and self.status is not None)
+            if not open_route and self.token is not None and not self._authorized(ex):
                 self.metrics.http_rejected.labels("unauthorized").inc()
                 await ex.error(401, "a bearer token is required",
                                {"WWW-Authenticate": 'Bearer realm="dscluster"'})
@@ -298,8 +304,17 @@ class HttpApp:
                 await self._gateway(ex)
             elif route == "ipns":
                 await ex.error(501, "IPNS is not served here: use /ipfs/{cid}")
+            elif route == "index" and self.status is not None:
+                from dscluster.http.status import PAGE
+                await ex.simple(200, PAGE, {"Cache-Control": "no-store"},
+                                content_type="text/html; charset=utf-8")
             elif route == "index":
                 await ex.simple(200, INDEX, {"Cache-Control": "no-store"})
+            elif route == "status" and self.status is not None:
+                with trio.fail_after(self.limits.time_budget):
+                    snapshot = await self.status()
+                await ex.simple(200, json.dumps(snapshot), {"Cache-Control": "no-store"},
+                                content_type="application/json")
             else:
                 await ex.error(404, "no such endpoint")
         except _ClientStalled as exc:
@@ -539,6 +554,8 @@ def _route(raw_path: bytes) -> str:
         return "ipns"
     if raw_path == b"/":
         return "index"
+    if raw_path == b"/status.json":
+        return "status"
     return "other"
 
 

@@ -20,7 +20,7 @@ import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 from trio import TaskStatus  # type: ignore[attr-defined]
@@ -38,6 +38,7 @@ except ImportError as exc:  # the [http] extra is not installed: one line for th
 from dscluster.http.app import HttpApp, HttpLimits
 from dscluster.http.gateway import BlockSource, NodeBlocks
 from dscluster.http.metrics import Metrics, node_metrics, uninstrument_service
+from dscluster.http.status import client_status, node_status
 
 if TYPE_CHECKING:
     from dscluster.node.daemon import DataNode
@@ -106,7 +107,7 @@ async def serve_node_http(node: DataNode, bind: str, *, token: str | None = None
     running = True
     metrics = node_metrics(node)
     app = HttpApp(source=NodeBlocks(node), metrics=metrics, ready=lambda: running,
-                  token=token, limits=limits)
+                  token=token, limits=limits, status=node_status(node))
     try:
         async with trio.open_nursery() as nursery:
             urls: list[str] = await nursery.start(serve_http, app, bind)
@@ -122,13 +123,16 @@ async def serve_node_http(node: DataNode, bind: str, *, token: str | None = None
 
 @asynccontextmanager
 async def serve_client_http(source: BlockSource, bind: str, *, token: str | None = None,
-                            limits: HttpLimits = HttpLimits(), metrics: Metrics | None = None
-                            ) -> AsyncIterator[list[str]]:
-    """A gateway over ``source`` (e.g. a ClusterClient's blocks); yields the bound URLs."""
+                            limits: HttpLimits = HttpLimits(), metrics: Metrics | None = None,
+                            cluster: Any = None) -> AsyncIterator[list[str]]:
+    """A gateway over ``source`` (e.g. a ClusterClient's blocks); yields the bound URLs.
+
+    With ``cluster`` (a ClusterClient) it also serves the status page, as that client sees
+    the cluster."""
     check_bind(bind, token)
     running = True
     app = HttpApp(source=source, metrics=metrics, ready=lambda: running, token=token,
-                  limits=limits)
+                  limits=limits, status=client_status(cluster) if cluster is not None else None)
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(serve_http, app, bind)
         log.info("gateway on %s", ", ".join(urls))

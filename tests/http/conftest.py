@@ -93,7 +93,7 @@ class GatewayCluster:
                     serve_node_http(cluster.nodes[0], "127.0.0.1:0")))[0]
                 self.client_url = (await stack.enter_async_context(serve_client_http(
                     DatastoreBlockStore(reader.cluster), "127.0.0.1:0",
-                    limits=HttpLimits(max_concurrent=32))))[0]
+                    limits=HttpLimits(max_concurrent=32), cluster=reader.cluster)))[0]
                 self.token_url = (await stack.enter_async_context(serve_node_http(
                     cluster.nodes[1], "127.0.0.1:0", token=self.token)))[0]
                 self.tight_app_limits = HttpLimits(max_concurrent=4, max_waiting=8, max_wait=5)

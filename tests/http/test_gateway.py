@@ -279,6 +279,17 @@ def test_huge_paths_are_refused(gw: GatewayCluster, url: str) -> None:
     assert get(url, f"/ipfs/{gw.cids['docs']}/{many}").status_code == 400
 
 
-def test_index_page(url: str) -> None:
-    r = get(url, "/")
-    assert r.status_code == 200 and re.search(r"/metrics", r.text)
+def test_status_json(gw: GatewayCluster, url: str) -> None:
+    """What the status page polls, from the node's view and from the gateway client's."""
+    assert gw.cluster is not None
+    r = get(url, "/status.json")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    s = r.json()
+    assert s["totals"]["nodes"] == 3 and s["totals"]["up"] == 3
+    assert s["totals"]["slots_assigned"] == 16384
+    assert {n["peer"] for n in s["nodes"]} == {n.peer_id for n in gw.cluster.nodes}
+    assert sum(e - a + 1 for a, e, _ in s["slot_map"]) == 16384
+    assert all(n["version"] == "0.1.0" for n in s["nodes"])
+    page = get(url, "/")
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert re.search(r"fetch\(\"status.json\"", page.text)

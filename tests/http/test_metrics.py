@@ -94,7 +94,9 @@ def test_healthz(gw: GatewayCluster) -> None:
 
 def test_token_guards_everything_but_healthz(gw: GatewayCluster) -> None:
     cid = gw.cids["hello"]
-    for path in ("/metrics", f"/ipfs/{cid}", "/"):
+    page = httpx.get(gw.token_url + "/", timeout=TIMEOUT)  # the status page holds no data
+    assert page.status_code == 200 and "status.json" in page.text
+    for path in ("/metrics", f"/ipfs/{cid}", "/status.json"):
         r = httpx.get(gw.token_url + path, timeout=TIMEOUT)
         assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
         wrong = httpx.get(gw.token_url + path, headers={"Authorization": "Bearer nope"},
