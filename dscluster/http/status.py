@@ -232,7 +232,9 @@ function render(s) {
     const code = document.createElement("code"); code.textContent = n.peer; name.appendChild(code);
     if (n.peer === s.me) name.appendChild(document.createTextNode(" (this node)"));
     tr.appendChild(name);
-    tr.appendChild(cell(n.state + (n.error ? " (" + n.error + ")" : ""), "state " + n.state));
+    const state = cell(n.state, "state " + n.state);
+    if (n.error) state.title = n.error;  // the full reason on hover
+    tr.appendChild(state);
     tr.appendChild(cell(n.slots, "num slots"));
     tr.appendChild(cell(n.keys === null ? "-" : n.keys, "num"));
     tr.appendChild(cell(human(n.bytes), "num"));
