@@ -38,6 +38,7 @@ import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import trio
 from libp2p.network.config import RetryConfig
@@ -103,7 +104,7 @@ class NodeStatus:
 
 def parse_bootstrap(multiaddrs: Iterable[str]) -> list[tuple[str, tuple[str, ...]]]:
     """(peer id, (transport addr,)) for each ``.../p2p/<peer id>`` multiaddr."""
-    out = []
+    out: list[tuple[str, tuple[str, ...]]] = []
     for ma in multiaddrs:
         if "/p2p/" not in ma:
             raise ConfigError(f"bootstrap address {ma!r} needs the node's /p2p/<peer id>")
@@ -183,13 +184,13 @@ class ClusterClient(Datastore):
     # -- the Datastore contract --------------------------------------------------------
 
     async def _get(self, key: Key) -> bytes:
-        return await self._one(OpKind.GET, str(key))  # type: ignore[no-any-return]
+        return cast(bytes, await self._one(OpKind.GET, str(key)))
 
     async def _has(self, key: Key) -> bool:
-        return await self._one(OpKind.HAS, str(key))  # type: ignore[no-any-return]
+        return cast(bool, await self._one(OpKind.HAS, str(key)))
 
     async def _get_size(self, key: Key) -> int:
-        return await self._one(OpKind.SIZE, str(key))  # type: ignore[no-any-return]
+        return cast(int, await self._one(OpKind.SIZE, str(key)))
 
     async def _put(self, key: Key, value: bytes) -> None:
         await self._one(OpKind.PUT, str(key), value)

@@ -112,12 +112,12 @@ def pack(ops: Iterable[Op], limits: PackLimits = PackLimits()) -> list[tuple[wm.
     for op in ops:
         by_kind[op.kind].append(op)
     out: list[tuple[wm.Request, list[Op]]] = []
-    for group in _chunks(by_kind[OpKind.GET], limits.max_gets):
-        out.append((wm.GetMany(0, tuple(o.key for o in group)), group))
-    for group in _chunks(by_kind[OpKind.HAS], limits.max_keys):
-        out.append((wm.HasMany(0, tuple(o.key for o in group)), group))
-    for group in _chunks(by_kind[OpKind.SIZE], limits.max_keys):
-        out.append((wm.GetSizeMany(0, tuple(o.key for o in group)), group))
+    for chunk in _chunks(by_kind[OpKind.GET], limits.max_gets):
+        out.append((wm.GetMany(0, tuple(o.key for o in chunk)), chunk))
+    for chunk in _chunks(by_kind[OpKind.HAS], limits.max_keys):
+        out.append((wm.HasMany(0, tuple(o.key for o in chunk)), chunk))
+    for chunk in _chunks(by_kind[OpKind.SIZE], limits.max_keys):
+        out.append((wm.GetSizeMany(0, tuple(o.key for o in chunk)), chunk))
     # Puts and deletes share Batch messages; a Batch answers puts first, then deletes.
     writes = by_kind[OpKind.PUT] + by_kind[OpKind.DELETE]
     group: list[Op] = []

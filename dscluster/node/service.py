@@ -192,9 +192,9 @@ class StoreService:
         clean: list[str | None] = []
         for i, (key, _) in enumerate(ops):
             try:
-                k = str(Key(key))
-                check_user_key(k)  # here, or the datastore batch would refuse them all
-                clean.append(k)
+                cleaned = str(Key(key))
+                check_user_key(cleaned)  # here, or the datastore batch would refuse them all
+                clean.append(cleaned)
             except DSClusterError as exc:
                 clean.append(None)
                 results[i] = wm.ErrorInfo.from_exception(exc)
