@@ -358,7 +358,7 @@ class HttpApp:
 
     def _common(self, path: gw.ContentPath, res: gw.Resolved) -> dict[str, str]:
         return {"X-Ipfs-Path": path.text,
-                "X-Ipfs-Roots": ",".join(str(c) for c in res.roots),
+                "X-Ipfs-Roots": ",".join(gw.cid_text(c) for c in res.roots),
                 "X-Content-Type-Options": "nosniff",
                 "Cache-Control": IMMUTABLE, "Vary": "Accept"}
 
@@ -375,7 +375,7 @@ class HttpApp:
 
     async def _raw(self, ex: _Exchange, path: gw.ContentPath, res: gw.Resolved,
                    from_accept: bool) -> None:
-        cid = res.terminus.cid
+        cid = gw.cid_text(res.terminus.cid)
         headers = {**self._common(path, res), "Content-Type": RAW_TYPE,
                    "Content-Disposition": f'attachment; filename="{cid}.bin"'}
         if from_accept:
@@ -397,7 +397,7 @@ class HttpApp:
         if entity is not None and entity.first >= 0 and entity.last is not None \
                 and 0 <= entity.last < entity.first:
             raise HttpError(400, f"entity-bytes={text}: to is before from")
-        cid = res.terminus.cid
+        cid = gw.cid_text(res.terminus.cid)
         digest = hashlib.sha256(f"{path.text}|{scope}|{text}".encode()).hexdigest()[:16]
         etag = f'W/"{cid}.car.{digest}"'
         headers = {**self._common(path, res), "Content-Type": CAR_RESPONSE_TYPE,
@@ -441,7 +441,7 @@ class HttpApp:
                 res = gw.Resolved((*res.path, term), node, "index.html")
                 await self._file(ex, res, blocks, headers, "index.html")
                 return
-            etag = f'W/"DirIndex-dscluster1_CID-{term.cid}"'
+            etag = f'W/"DirIndex-dscluster1_CID-{gw.cid_text(term.cid)}"'
             if await self._not_modified(ex, etag, headers):
                 return
             page = gw.directory_listing(res, path.text)
@@ -452,7 +452,7 @@ class HttpApp:
             return
         if kind is gw.NodeType.SYMLINK:
             target = term.data
-            await ex.start(200, {**headers, "ETag": f'"{term.cid}"',
+            await ex.start(200, {**headers, "ETag": f'"{gw.cid_text(term.cid)}"',
                                  "Content-Type": "inode/symlink",
                                  "Content-Length": str(len(target))})
             await ex.body(target, more=False)
@@ -462,7 +462,7 @@ class HttpApp:
     async def _file(self, ex: _Exchange, res: gw.Resolved, blocks: gw.Blocks,
                     headers: dict[str, str], name: str) -> None:
         root = res.terminus
-        etag = f'"{root.cid}"'
+        etag = f'"{gw.cid_text(root.cid)}"'
         if await self._not_modified(ex, etag, headers):
             return
         size = gw.file_size(root)
