@@ -12,6 +12,22 @@ leaves a donor and lands on a receiver, and no slot moves twice, so the plan
 moves ``sum(max(0, owned - quota))`` slots: the fewest any plan reaching
 these quotas can move. Donors give away the tail of their highest ranges, so
 what stays and what moves both remain few, contiguous ranges.
+
+Copies (`plan_copies`, doc/copies.md). With ``copies = k`` every slot gets
+``r = min(k, n) - 1`` replicas besides its primary, on distinct members. The
+primaries are `plan`'s. Replicas are placed by *pair quotas*: a primary ``x``
+with ``p_x`` slots owes ``p_x * r`` replica places, spread over the other
+``n - 1`` members as evenly as integers allow (``floor`` or ``ceil`` of
+``p_x * r / (n - 1)`` each, the ceilings going to the members with the fewest
+replica places so far), so a dead node's slots have their copies on every
+other node and their load is shared, not dumped on one peer; and since the
+primaries are even, so are every node's replica totals (tests state the
+bound). Placement then keeps every current copy it can: a node that already
+holds a slot (its primary or a replica before the plan) stays a replica of
+it while that pair's quota lasts, and only the remaining places are filled,
+each with the member with the most quota left, staying with the same member
+for consecutive slots so that copy sets remain few, contiguous runs. So an
+added or removed node moves little more than its own share of copies.
 """
 
 from __future__ import annotations
@@ -21,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dscluster.core.slots import SLOT_COUNT, SlotSet
-from dscluster.core.table import SlotTable
+from dscluster.core.table import MAX_COPIES, SlotTable
 from dscluster.errors import BadRequestError
 
 
@@ -84,3 +100,119 @@ def apply(table: SlotTable, moves: Sequence[Move]) -> dict[str, int]:
         counts[m.source] -= len(m.slots)
         counts[m.target] = counts.get(m.target, 0) + len(m.slots)
     return {n: c for n, c in counts.items() if c}
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    """Where every slot's copies should be: `plan`'s primary moves, then the copy sets."""
+
+    moves: tuple[Move, ...]  # primary moves, as `plan` gives them
+    copy_sets: tuple[tuple[int, int, tuple[str, ...]], ...]  # (start, end, primary first)
+
+    def copies(self, slot: int) -> tuple[str, ...]:
+        for start, end, copy_set in self.copy_sets:  # few runs; a linear scan is fine
+            if start <= slot <= end:
+                return copy_set
+        raise IndexError(slot)
+
+    def by_slot(self) -> list[tuple[str, ...]]:
+        out: list[tuple[str, ...]] = []
+        for start, end, copy_set in self.copy_sets:
+            out.extend([copy_set] * (end - start + 1))
+        return out
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """(primary slots, replica slots) per node."""
+        out: dict[str, list[int]] = {}
+        for start, end, copy_set in self.copy_sets:
+            for place, node in enumerate(copy_set):
+                out.setdefault(node, [0, 0])[place > 0] += end - start + 1
+        return {n: (p, r) for n, (p, r) in sorted(out.items())}
+
+    def added(self, table: SlotTable) -> dict[str, SlotSet]:
+        """The slots each node must receive a copy of (it holds none before the plan)."""
+        out: dict[str, list[int]] = {}
+        for slot, copy_set in enumerate(self.by_slot()):
+            held = table.copies(slot)
+            for node in copy_set:
+                if node not in held:
+                    out.setdefault(node, []).append(slot)
+        return {n: SlotSet.from_slots(s) for n, s in sorted(out.items())}
+
+
+def plan_copies(table: SlotTable, members: Sequence[str] | Mapping[str, float],
+                copies: int) -> CopyPlan:
+    """Primary moves and copy sets of `copies` copies per slot over `members`."""
+    if type(copies) is not int or not 1 <= copies <= MAX_COPIES:
+        raise BadRequestError(f"copies must be an integer from 1 to {MAX_COPIES}")
+    moves = plan(table, members)  # checks members and completeness
+    names = sorted(members)
+    primary = [table.owner(s) or "" for s in range(SLOT_COUNT)]
+    for m in moves:
+        for slot in m.slots:
+            primary[slot] = m.target
+    r = min(copies, len(names)) - 1
+    quota = _pair_quotas(names, primary, r)
+    rem = dict(quota)  # pair quota not used yet
+    left = {n: 0 for n in names}  # each primary's slots not placed yet
+    for x in primary:
+        left[x] += 1
+    member_set = set(names)
+    totals = {n: 0 for n in names}  # replica places given so far (a tie-break)
+    sticky: dict[tuple[str, int], str] = {}  # (primary, place) -> member filled last
+    chosen: list[tuple[str, ...]] = []
+    for slot in range(SLOT_COUNT):
+        x = primary[slot]
+        lx = left[x]
+        left[x] -= 1
+        # Members whose quota with x needs every slot x has left must take this one;
+        # taking them keeps rem <= left for all, which (every slot of x needing r places,
+        # the quotas summing to r * left) is exactly what keeps the rest placeable.
+        reps = [y for y in names if y != x and rem[x, y] >= lx]
+        for y in table.copies(slot):  # then keep who holds the slot already
+            if len(reps) < r and y != x and y in member_set and y not in reps and rem[x, y] > 0:
+                reps.append(y)
+        while len(reps) < r:  # then fill: the same member as the slot before, or the most owed
+            place = len(reps)
+            y = sticky.get((x, place), "")
+            if not y or y in reps or rem[x, y] <= 0:
+                y = max((n for n in names if n != x and n not in reps),
+                        key=lambda n: (rem[x, n], -totals[n], n))
+                sticky[x, place] = y
+            reps.append(y)
+        for y in reps:
+            rem[x, y] -= 1
+            totals[y] += 1
+        chosen.append(tuple(reps))
+    runs: list[tuple[int, int, tuple[str, ...]]] = []
+    for slot in range(SLOT_COUNT):
+        copy_set = (primary[slot], *chosen[slot])
+        if runs and runs[-1][2] == copy_set:
+            runs[-1] = (runs[-1][0], slot, copy_set)
+        else:
+            runs.append((slot, slot, copy_set))
+    return CopyPlan(tuple(moves), tuple(runs))
+
+
+def _pair_quotas(names: list[str], primary: list[str], r: int) -> dict[tuple[str, str], int]:
+    """How many of x's slots each other member y is a replica of (see the docstring)."""
+    owned = {n: 0 for n in names}
+    for x in primary:
+        owned[x] += 1
+    quota = {(x, y): 0 for x in names for y in names}
+    if r == 0:
+        return quota
+    others = len(names) - 1
+    totals = {n: 0 for n in names}
+    extras = {}
+    for x in names:  # every row's even part first, then the ceilings where totals are lowest
+        base, extras[x] = divmod(owned[x] * r, others)
+        for y in names:
+            if y != x:
+                quota[x, y] = base
+                totals[y] += base
+    for x in sorted(names, key=lambda n: (-extras[n], n)):
+        for y in sorted((y for y in names if y != x), key=lambda n: (totals[n], n))[:extras[x]]:
+            quota[x, y] += 1
+            totals[y] += 1
+    return quota
