@@ -15,6 +15,7 @@ Nothing here imports trio or libp2p: ``--help`` and ``--version`` stay fast.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable
 
@@ -91,6 +92,17 @@ def one_line(err: BaseException) -> str:
     return " ".join(message.split())
 
 
+def plain(err: BaseException) -> str:
+    """The error's line, with py-libp2p's long dial failure said in a few words."""
+    text = one_line(err)
+    dial = re.match(r"(.*?cannot connect to (\S+)): unable to connect to \S+, no addresses "
+                    r"established a successful connection", text)
+    if dial is not None:
+        return (f"{dial[1]}: no address of it answered: is it running? "
+                "(--log-level debug shows each attempt)")
+    return text
+
+
 def shorten(text: str, room: int) -> str:
     """At most ``room`` characters: a long message is cut at a word, pointing to the log."""
     if len(text) <= room:
@@ -158,7 +170,7 @@ def run_app(
         if isinstance(err, BrokenPipeError):
             return 1  # the reader went away (dsclient cat | head)
         log.debug("%s failed", prog, exc_info=exc)
-        message = (explain(err) if explain else None) or one_line(err)
+        message = (explain(err) if explain else None) or plain(err)
         print(error_line(prog, message), file=sys.stderr)
         return 1
     if code == INTERRUPTED:  # Ctrl-C (click turns it into this status)

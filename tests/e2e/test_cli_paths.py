@@ -375,3 +375,39 @@ def test_unauthorized_client_is_told_the_command_that_authorizes_it(live, tmp_pa
     err = one_line(dsclient("--conf", str(conf), "cluster", "members"))
     assert err.endswith(f"is read-write, admin needed: an admin runs dsclient cluster auth add "
                         f"{peer} admin")
+
+
+# -- dscluster joining ----------------------------------------------------------------------
+
+
+def _last_line(err: str, code: int, got: int) -> str:
+    """dscluster logs to stderr at info: its last line is the error, the rest is log."""
+    assert got == code, err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert len(last) < 200, last
+    return last
+
+
+def test_joining_through_a_bootstrap_node_that_is_down_is_one_line(down, tmp_path):
+    boot = load_client_config(down / "n0" / "client").bootstrap_addrs[0]
+    r = subprocess.run([script("dscluster"), "--conf", str(tmp_path / "joiner"),
+                        "--bootstrapper", boot, "--identity", "1", "--join-secret-file",
+                        str(down / "n0" / "join.secret")],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    last = _last_line(r.stderr, 1, r.returncode)
+    assert last.startswith("dscluster: error: cannot connect to ") and "is it running?" in last
+    assert not (tmp_path / "joiner" / "config.json").exists()
+
+
+def test_ctrl_c_while_joining_a_silent_peer(silent, down, tmp_path):
+    peer, _ = silent
+    before = peer.accepted
+    proc = subprocess.Popen([script("dscluster"), "--conf", str(tmp_path / "joiner"),
+                             "--bootstrapper", peer.multiaddr, "--identity", "1",
+                             "--join-secret-file", str(down / "n0" / "join.secret")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peer.wait_for_connection(before, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert _last_line(err, 130, proc.returncode) == "dscluster: interrupted"

@@ -2,7 +2,7 @@
 
 Everything is started as an operator would: `dscfg cluster -n 3`, `dscfg
 client`, the client's peer ID in the bootstrap node's clients file, the
-bootstrap node, two nodes joining with --bootstrapper/--identity/--join-secret,
+bootstrap node, two nodes joining with --bootstrapper/--identity/--join-secret-file,
 then `dsclient init` and the other commands. Kubo's own `ipfs add
 --only-hash` is the oracle for CIDs.
 """
@@ -93,11 +93,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     base = tmp_path_factory.mktemp("cli-cluster")
     boot = base / "node0"
-    r = cli("dscfg.cli", "cluster", "-n", "3", str(boot))
+    r = cli("dscfg.cli", "cluster", "-n", "3", "--no-client", str(boot))
     assert r.returncode == 0, r.stderr.decode()
     lines = r.stdout.decode().splitlines()
     bootstrap = lines[0]
-    secret = lines[1].split(": ", 1)[1]
+    assert lines[1].startswith("join secret: ")
     conf = base / "client"
     conf.mkdir()
     r = cli("dscfg.cli", "client", str(conf / "config.json"))
@@ -110,7 +110,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         procs.append(_start_node(boot))
         for i in (1, 2):
             procs.append(_start_node(dirs[i], "--bootstrapper", bootstrap, "--identity", str(i),
-                                     "--join-secret", secret))
+                                     "--join-secret-file", str(boot / "join.secret")))
         peers = [json.loads((d / "config.json").read_text())["identity"]["peer_id"]
                  for d in dirs]
         yield Cluster(base, conf, bootstrap, procs, dirs, peers)
