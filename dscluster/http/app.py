@@ -392,6 +392,10 @@ class HttpApp:
         scope = ex.param("dag-scope") or "all"
         if scope not in gw.SCOPES:
             raise HttpError(400, f"dag-scope={scope!r}: use all, entity or block")
+        if (ex.param("car-version") or "1") != "1":
+            raise HttpError(400, "only CAR car-version=1 is served")
+        if (ex.param("car-order") or "dfs") not in ("dfs", "unk"):
+            raise HttpError(400, f"car-order={ex.param('car-order')}: only dfs is served")
         text = ex.param("entity-bytes")
         entity = gw.ByteRange.parse(text) if text is not None else None
         if entity is not None and entity.first >= 0 and entity.last is not None \

@@ -266,6 +266,9 @@ def test_path_errors(gw: GatewayCluster, url: str) -> None:
     assert get(url, f"/ipfs/{gw.cids['deep']}?format=car&entity-bytes=9:3").status_code == 400
     assert get(url, f"/ipfs/{docs}", headers={"Accept": "application/vnd.ipld.car; version=2"}
                ).status_code == 400
+    assert get(url, f"/ipfs/{docs}?format=car&car-version=2").status_code == 400
+    assert get(url, f"/ipfs/{docs}?format=car&car-order=bfs").status_code == 400
+    assert get(url, f"/ipfs/{docs}?format=car&car-order=dfs&car-dups=y").status_code == 200
     r = httpx.post(url + f"/ipfs/{docs}/", timeout=TIMEOUT)
     assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
 
