@@ -177,7 +177,10 @@ def parse_content_path(raw_path: bytes, max_segments: int = 256) -> ContentPath:
     root = parse_cid(urllib.parse.unquote(parts[2]))
     rest = parts[3:]
     trailing = bool(rest) and rest[-1] == ""
-    names = [urllib.parse.unquote(p, errors="strict") for p in rest if p != ""]
+    try:
+        names = [urllib.parse.unquote(p, errors="strict") for p in rest if p != ""]
+    except UnicodeDecodeError:
+        raise BadRequestError("a path segment is not %-encoded UTF-8") from None
     if len(names) > max_segments:
         raise BadRequestError(f"a path of {len(names)} segments: at most {max_segments}")
     for name in names:
@@ -415,7 +418,7 @@ def directory_listing(res: Resolved, content_path: str) -> bytes:
     if res.path:
         rows.append('<tr><td><a href="../">..</a></td><td></td><td></td></tr>')
     for link in term.links:
-        href = urllib.parse.quote(link.name)
+        href = urllib.parse.quote(link.name, safe="")
         rows.append(
             f'<tr><td><a href="./{html.escape(href)}">{html.escape(link.name)}</a></td>'
             f'<td><a href="/ipfs/{cid_text(link.cid)}?filename={html.escape(href)}">'

@@ -261,6 +261,8 @@ def test_path_errors(gw: GatewayCluster, url: str) -> None:
     assert get(url, f"/ipfs/{docs}/nope").status_code == 404
     assert get(url, f"/ipfs/{docs}/a.txt/deeper").status_code == 404
     assert get(url, f"/ipfs/{docs}/..").status_code == 400
+    assert get(url, f"/ipfs/{docs}/%ff%fe").status_code == 400
+    assert get(url, f"/ipfs/{docs}/a%2Fb").status_code == 400  # a "/" inside one name
     assert get(url, f"/ipfs/{docs}?format=tar").status_code == 400
     assert get(url, f"/ipfs/{docs}?format=car&dag-scope=most").status_code == 400
     assert get(url, f"/ipfs/{gw.cids['deep']}?format=car&entity-bytes=9:3").status_code == 400

@@ -166,3 +166,30 @@ async def test_stopped_nodes_give_504_not_a_hang(gw: GatewayCluster) -> None:
 def test_app_is_importable_without_a_node() -> None:
     app = HttpApp(source=None, metrics=None, ready=lambda: False)
     assert app.in_flight == 0
+
+
+def test_hostile_paths_never_500(gw: GatewayCluster) -> None:
+    """Seeded junk in every part of the path and query: a 4xx/5xx of ours, never a 500."""
+    import random
+    import urllib.parse
+
+    rng = random.Random(1800)
+    docs = str(gw.cids["docs"])
+    pieces = [docs, "ipfs", "", ".", "..", "%00", "%ff", "%2F", "bafy", "Qm", "zzz", "\u00e9",
+              "a" * 300, "?", "#", ";", "%", "%%", "index.html", "sub", "c.md"]
+    queries = ["", "format=raw", "format=car", "format=car&dag-scope=entity",
+               "format=car&entity-bytes=-5:-1", "format=car&entity-bytes=x:y", "format=",
+               "filename=%00&download=true", "dag-scope=all"]
+    allowed = {200, 301, 400, 404, 405, 414, 416, 501}
+    with httpx.Client(timeout=60) as client:
+        for _ in range(300):
+            parts = [rng.choice(pieces) for _ in range(rng.randint(1, 5))]
+            path = "/ipfs/" + "/".join(urllib.parse.quote(p, safe="%?#;") for p in parts)
+            query = rng.choice(queries)
+            headers = {"Range": rng.choice(["bytes=0-", "bytes=-0", "bytes=9-1", "lines=1-2",
+                                            "bytes=abc", "bytes=0-0,5-9"])} \
+                if rng.random() < 0.3 else {}
+            r = client.get(f"{gw.node_url}{path}" + (f"?{query}" if query else ""),
+                           headers=headers)
+            assert r.status_code in allowed, (path, query, headers, r.status_code, r.text)
+            assert "Traceback" not in r.text
