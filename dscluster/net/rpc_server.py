@@ -11,7 +11,8 @@ Noise-authenticated remote peer ID, so the service decides authorization.
 Bad input is answered as narrowly as it can be: a request whose frame is whole
 and whose id is readable but whose fields break a bound (a 5,000-character
 key) gets a ``Fail`` (``bad_key`` or ``bad_request``) for that id alone, and
-the stream carries on. A frame that cannot be decoded (an oversized or
+the stream carries on (while fewer than ``max_in_flight`` such answers wait to
+be written: a flood beyond that is a violation). A frame that cannot be decoded (an oversized or
 truncated frame, garbage CBOR, an unknown tag, an unreadable id) or a message
 that breaks the protocol (a response sent to a server, a duplicate id) logs a
 warning and resets THAT stream only; a peer that does so
@@ -77,7 +78,7 @@ class _ServerStream:
     in_flight: dict[int, trio.CancelScope] = field(default_factory=dict)
     query_next: dict[int, trio.MemorySendChannel[None]] = field(default_factory=dict)
     violated: bool = False  # the peer broke the protocol on this stream
-    refused: int = 0  # requests answered with an error because their fields were bad
+    refusing: int = 0  # error answers to bad requests not yet written
 
 
 class RpcServer:
@@ -184,12 +185,20 @@ class RpcServer:
         if (rid is None or not issubclass(exc.message_type, Request)
                 or exc.message_type in (Cancel, QueryNext) or rid in state.in_flight):
             return False
+        if state.refusing >= state.max_in_flight:
+            return False  # a flood of bad requests faster than we answer: a violation
         code = ErrorCode.BAD_KEY if exc.kind == "key" else ErrorCode.BAD_REQUEST
         self.bad_requests += 1
-        state.refused += 1
         log.debug("%s: refused a request from %s: %s", self.protocol, state.fs.peer, exc)
-        state.nursery.start_soon(self._send_or_stop, state, Fail(rid, ErrorInfo(code, str(exc))))
+        state.refusing += 1
+        state.nursery.start_soon(self._send_refusal, state, Fail(rid, ErrorInfo(code, str(exc))))
         return True
+
+    async def _send_refusal(self, state: _ServerStream, fail: Fail) -> None:
+        try:
+            await self._send_or_stop(state, fail)
+        finally:
+            state.refusing -= 1
 
     def _dispatch(self, state: _ServerStream, msg: Tagged) -> None:
         if not isinstance(msg, Request):
