@@ -92,6 +92,12 @@ class _Channel:
             reason = str(exc)
         self.fail(reason, protocol_error=broken_protocol)
 
+    def register(self) -> tuple[int, _Waiter]:
+        """A fresh request id and the waiter its answer will wake."""
+        rid = next(self.ids)
+        waiter = self.pending[rid] = _Waiter()
+        return rid, waiter
+
     def _refused(self, exc: MessageError) -> bool:
         """Fail the one call whose answer did not decode (a field a newer server sends in
         a form we do not know); False if the answer cannot be matched to a call."""
@@ -151,9 +157,7 @@ class RpcClient:
         for attempt in (1, 2):
             channel = await self._channel(peer, protocol)
             async with channel.slots:
-                rid = next(channel.ids)
-                waiter = _Waiter()
-                channel.pending[rid] = waiter
+                rid, waiter = channel.register()
                 sent = False
                 try:
                     try:
@@ -190,9 +194,7 @@ class RpcClient:
         timeout = self.limits.request_timeout if timeout is None else timeout
         channel = await self._channel(peer, protocol)
         async with channel.slots:
-            rid = next(channel.ids)
-            waiter = _Waiter()
-            channel.pending[rid] = waiter
+            rid, waiter = channel.register()
             finished = False
 
             async def chunks() -> AsyncIterator[QueryChunk]:
