@@ -76,6 +76,19 @@ def test_make_run_prints_commands_that_work_as_pasted(tmp_path):
     assert "stopped;" in tail and "is kept" in tail
     assert (base / "n0" / "config.json").exists()  # the directory stays
 
+    # started again from the kept directory: same cluster, same data, same client
+    again = tmp_path / "again.out"
+    with open(again, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "dscluster.localcluster", "--dir",
+                                 str(base)], stdout=f, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(again, proc, "Ctrl-C stops every node")
+        r = subprocess.run([*add[:-2], "cat", cid], capture_output=True, timeout=120)
+        assert r.returncode == 0 and r.stdout == data.read_bytes(), r.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+
 
 async def test_process_cluster_stops_started_nodes_when_a_later_one_fails(tmp_path):
     bad = tmp_path / "n2"
@@ -87,7 +100,6 @@ async def test_process_cluster_stops_started_nodes_when_a_later_one_fails(tmp_pa
     started = [p for p in cluster.procs[:2] if p is not None]
     assert len(started) == 2
     assert all(p.poll() is not None for p in started)  # stopped, not left running
-    assert "datastore closed" in cluster.log_text(0)
 
 
 async def test_process_cluster_keeps_the_join_secret_off_the_command_line(tmp_path):
