@@ -44,8 +44,8 @@ KIB = 1024
 
 def _candidates(root: str) -> dict[str, Callable[[], Datastore]]:
     """The ``--datastore`` kinds exactly as ``dscluster`` opens them, and unsynced flatfs."""
-    from dscluster.datastore.open import open_datastore
     from dscluster.datastore.flatfs import FlatfsDatastore
+    from dscluster.datastore.open import open_datastore
 
     def kind(name: str) -> Callable[[], Datastore]:
         return lambda: open_datastore(name, root, name, "", "bench")

@@ -768,4 +768,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m dsclient.cli`: run the imported module, not this __main__ copy, so that
+    # `dsclient ipfs` (ipfs_plugin/cli.py imports dsclient.cli) shares one --conf state.
+    from dsclient import cli as _cli
+
+    sys.exit(_cli.main())

@@ -9,11 +9,11 @@ from dataclasses import replace
 import pytest
 import trio
 
-from dscluster.datastore.open import open_datastore
 from dscluster.datastore.flatfs import FlatfsDatastore
 from dscluster.datastore.hybrid import HybridDatastore
 from dscluster.datastore.leveldb import LevelDatastore
 from dscluster.datastore.memory import MemoryDatastore
+from dscluster.datastore.open import open_datastore
 from dscluster.datastore.query import (
     FilterKeyCompare,
     FilterValueCompare,

@@ -6,7 +6,6 @@ import os
 import pytest
 import trio
 
-from dscluster.datastore.open import open_datastore, write_mode
 from dscluster.config import (
     DatastoreConfig,
     IdentityConfig,
@@ -18,6 +17,7 @@ from dscluster.datastore.flatfs import FlatfsDatastore
 from dscluster.datastore.hybrid import HybridDatastore
 from dscluster.datastore.leveldb import LevelDatastore
 from dscluster.datastore.mongo import MongoDatastore
+from dscluster.datastore.open import open_datastore, write_mode
 from dscluster.testing.cluster import ProcessCluster, store_client
 
 

@@ -100,7 +100,7 @@ async def test_roles_reach_every_node_and_only_admins_change_them(
         # (it may not even read the membership)
         rw_conf = client_conf(tmp_path, "rw", rw, bootstrap)
         code, out = await auth_cli(rw_conf, "add", rw.peer_id_str, "admin")
-        assert code == 1 and "read-write: admin needed" in out, out
+        assert code == 1 and "read-write, admin needed" in out, out
         for node in cluster.nodes:
             assert node.auth.role_of(rw.peer_id_str) is Role.READ_WRITE
 
