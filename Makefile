@@ -40,7 +40,7 @@ test-kill: install-test
 
 lint: install-test
 	$(PY) -m ruff check .
-	$(PY) -m mypy dscluster/core dscluster/wire
+	$(PY) -m mypy dscluster dsclient dscfg ipfs_plugin
 
 run: install
 	$(PY) -m dscluster.localcluster

@@ -36,7 +36,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -293,7 +293,7 @@ class FlatfsFiles:
                 _fsync_dir(directory)
 
     # -- listing --------------------------------------------------------
-    def walk(self, keys_only: bool, sizes: bool) -> Iterator[Entry]:
+    def walk(self, keys_only: bool, sizes: bool) -> Generator[Entry, None, None]:
         """Every stored entry, directory by directory; keys_only never opens a file."""
         with os.scandir(self.root) as top:
             shards = sorted(e.path for e in top if e.is_dir() and not e.name.startswith("."))

@@ -179,7 +179,7 @@ def _install_inbound_release() -> None:
 
     async def handle_inbound(self: Swarm, read_write_closer: Any, maddr: Any) -> None:
         if isinstance(read_write_closer, IMuxedConn):  # QUIC and the like: not ours
-            await shipped(self, read_write_closer, maddr)
+            await shipped(self, read_write_closer, maddr)  # type: ignore[arg-type]
             return
         stats = inbound_stats(self)
         caps = stats.caps
@@ -266,6 +266,8 @@ class _BoundedBuffer(bytearray):
     """A yamux stream's receive buffer that refuses bytes beyond the stream's window."""
 
     __slots__ = ("conn", "stream_id")
+    conn: Any  # the Yamux connection
+    stream_id: int
 
     def extend(self, data: Any) -> None:
         stream = self.conn.streams.get(self.stream_id)

@@ -43,6 +43,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import trio
+from trio import TaskStatus  # type: ignore[attr-defined]  # trio-typing's stubs lack it
 
 from dscluster.config import write_private_file
 from dscluster.errors import ConfigError
@@ -106,7 +107,7 @@ class ClientsFileSync:
         self.edits_applied = 0
         self.exports = 0
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Read the file once (edits made while the node was down), then follow it."""
         synced = _read_text(self._synced_path)

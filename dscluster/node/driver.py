@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import trio
+from trio import TaskStatus  # type: ignore[attr-defined]  # trio-typing's stubs lack it
 
 from dscluster.core.gossip import Liveness
 from dscluster.core.messages import Message
@@ -128,7 +129,7 @@ class CoreDriver:
     # -- the loop ---------------------------------------------------------------
 
     async def run(self, run_action: ActionRunner, *,
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                  task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._run_action = run_action
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
