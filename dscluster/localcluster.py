@@ -36,17 +36,10 @@ class LocalCluster(ProcessCluster):
         if not os.path.exists(os.path.join(self.conf(0), "config.json")):
             await super().__aenter__()
             return self
-        from dscluster.config import load_node_config, table_of
+        from dscluster.config import load_node_config
 
         self.bootstrap_addr = f"{load_node_config(self.conf(0)).swarm[0]}/p2p/{self.peer_id(0)}"
-        try:
-            for i in range(self.n):
-                await self.start(i)
-        except BaseException:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self.stop_all)
-            raise
-        self.table = table_of(load_node_config(self.conf(0)))
+        await self.start_all()
         return self
 
 

@@ -94,6 +94,11 @@ class ProcessCluster:
         # Next to the operator's line, if dscfg wrote one.
         with open(os.path.join(self.conf(0), CLIENTS_FILE), "a", encoding="utf-8") as f:
             f.write(f"{self.client_identity.peer_id_str}\n")
+        await self.start_all()
+        return self
+
+    async def start_all(self) -> None:
+        """Start every node from its config; if one fails, stop those already started."""
         try:
             for i in range(self.n):
                 await self.start(i)
@@ -102,7 +107,6 @@ class ProcessCluster:
                 await trio.to_thread.run_sync(self.stop_all)
             raise
         self.table = table_of(load_node_config(self.conf(0)))
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         with trio.CancelScope(shield=True):

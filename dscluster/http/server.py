@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -104,19 +104,13 @@ async def serve_node_http(node: DataNode, bind: str, *, token: str | None = None
                           limits: HttpLimits = HttpLimits()) -> AsyncIterator[list[str]]:
     """The node's HTTP port for the body of the block; yields the bound URLs."""
     check_bind(bind, token)
-    running = True
     metrics = node_metrics(node)
-    app = HttpApp(source=NodeBlocks(node), metrics=metrics, ready=lambda: running,
-                  token=token, limits=limits, status=node_status(node))
     try:
-        async with trio.open_nursery() as nursery:
-            urls: list[str] = await nursery.start(serve_http, app, bind)
-            log.info("HTTP on %s (gateway /ipfs, /metrics, /healthz)", ", ".join(urls))
-            try:
-                yield urls
-            finally:
-                running = False
-                nursery.cancel_scope.cancel()
+        async with _serving(lambda ready: HttpApp(
+                source=NodeBlocks(node), metrics=metrics, ready=ready, token=token,
+                limits=limits, status=node_status(node)),
+                bind, "HTTP on %s (gateway /ipfs, /metrics, /healthz)") as urls:
+            yield urls
     finally:
         uninstrument_service(node.service)
 
@@ -130,12 +124,23 @@ async def serve_client_http(source: BlockSource, bind: str, *, token: str | None
     With ``cluster`` (a ClusterClient) it also serves the status page, as that client sees
     the cluster."""
     check_bind(bind, token)
+    status = client_status(cluster) if cluster is not None else None
+    async with _serving(lambda ready: HttpApp(
+            source=source, metrics=metrics, ready=ready, token=token, limits=limits,
+            status=status), bind, "gateway on %s") as urls:
+        yield urls
+
+
+@asynccontextmanager
+async def _serving(make_app: Callable[[Callable[[], bool]], HttpApp], bind: str,
+                   log_line: str) -> AsyncIterator[list[str]]:
+    """Serve the app ``make_app(ready)`` builds on ``bind`` for the body of the block;
+    ``ready()`` turns false as the block ends, so /healthz stops answering 200 first."""
     running = True
-    app = HttpApp(source=source, metrics=metrics, ready=lambda: running, token=token,
-                  limits=limits, status=client_status(cluster) if cluster is not None else None)
+    app = make_app(lambda: running)
     async with trio.open_nursery() as nursery:
         urls: list[str] = await nursery.start(serve_http, app, bind)
-        log.info("gateway on %s", ", ".join(urls))
+        log.info(log_line, ", ".join(urls))
         try:
             yield urls
         finally:
