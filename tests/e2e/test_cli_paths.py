@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -148,11 +149,14 @@ def _commands(base: Path) -> list[list[str]]:
 
 def test_every_command_with_every_node_down_says_so_in_one_line(down):
     conf = str(down / "n0" / "client")
-    for args in _commands(down):
-        r = dsclient("--conf", conf, *args, stdin=b"from stdin\n")
-        err = one_line(r)
-        assert "cannot reach any of 3 cluster nodes (connection refused): are they running?" \
-            in err, (args, err)
+    commands = _commands(down)
+    with ThreadPoolExecutor(2) as pool:  # two processes at a time: start-up is CPU on 2 cores
+        results = pool.map(lambda args: dsclient("--conf", conf, *args, stdin=b"from stdin\n"),
+                           commands)
+        for args, r in zip(commands, results, strict=True):
+            err = one_line(r)
+            assert "cannot reach any of 3 cluster nodes (connection refused): are they running?" \
+                in err, (args, err)
 
 
 # -- timeouts ---------------------------------------------------------------------------------
