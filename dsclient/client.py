@@ -17,8 +17,9 @@ Each operation then ends in one of three ways:
   one request straight to the target with ``asking`` set, as Redis clients
   do, without touching the table;
 - ``UnavailableError`` (node down, stream broken, node busy): retried with
-  exponential backoff (``backoff``), then reported as an UnavailableError
-  naming the node and the slot.
+  exponential backoff (``backoff``) while the op's ``request_timeout`` lasts
+  (so ``--timeout 2`` bounds the op, not each of its attempts), then reported
+  as an UnavailableError naming the node and the slot.
 
 Queries go to every node at once, with prefix, filters and orders pushed
 down, and are merged (``merge.py``). ``batch().commit()`` keeps the last op
@@ -77,7 +78,7 @@ __all__ = ["ClientOptions", "ClusterClient", "NodeStatus", "open_cluster_client"
 
 @dataclass(frozen=True)
 class ClientOptions:
-    request_timeout: float = 30.0  # one message to one node
+    request_timeout: float = 30.0  # one op, its retries included
     backoff: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4, 0.8)  # waits between retries
     max_redirects: int = 5  # MOVED/ASK hops for one op
     max_pending_ops: int = 4096  # key ops queued or in flight, all nodes together
@@ -128,6 +129,7 @@ class ClusterClient(Datastore):
         self._nursery = nursery
         self._pipes: dict[str, NodePipe] = {}
         self._dialed: set[str] = set()
+        self._learning: set[str] = set()  # nodes asked for their slots in the background
         self._pending = trio.Semaphore(options.max_pending_ops)
         self._stop = trio.Event()
         self._stopped = trio.Event()
@@ -267,11 +269,13 @@ class ClusterClient(Datastore):
     async def execute(self, ops: list[Op]) -> None:
         """Run ``ops`` to the end: each gets its result or its final error."""
         pending = list(ops)
+        deadline = trio.current_time() + self.options.request_timeout
         while pending:
             await self._dispatch(pending)
             retry: list[Op] = []
             asks: list[Op] = []
-            to_refresh: set[str] = set()
+            to_refresh: set[str] = set()  # asked before the retry: did it move or restart?
+            to_learn: set[str] = set()  # asked meanwhile: MOVED already routes the retry
             waits: list[float] = []
             for op in pending:
                 err = op.error
@@ -284,11 +288,13 @@ class ClusterClient(Datastore):
                         asks.append(op)
                     else:
                         self.table.apply_moved(err.slot, err.peer_id, err.addrs)
-                        to_refresh.update((err.peer_id, op.peer))
+                        to_learn.update((err.peer_id, op.peer))
                         retry.append(op)
                 elif isinstance(err, UnavailableError):
-                    if op.failures < len(self.options.backoff):
-                        waits.append(self.options.backoff[op.failures])
+                    wait = self.options.backoff[op.failures] if op.failures < len(
+                        self.options.backoff) else None
+                    if wait is not None and trio.current_time() + wait < deadline:
+                        waits.append(wait)
                         op.failures += 1
                         retry.append(op)
                         to_refresh.add(op.peer)
@@ -303,8 +309,12 @@ class ClusterClient(Datastore):
                 retry += [op for op in asks if isinstance(op.error, MovedError)]
             if waits:
                 await trio.sleep(max(waits))
+            for peer in to_learn - self._learning - {""}:
+                self._learning.add(peer)
+                self._nursery.start_soon(self._learn, peer)
             if to_refresh:
-                await self._refresh_nodes(p for p in to_refresh if p)
+                with trio.move_on_after(max(0.0, deadline - trio.current_time())):
+                    await self._refresh_nodes(p for p in to_refresh if p)
             for op in retry:
                 op.reset()
             pending = retry
@@ -396,6 +406,12 @@ class ClusterClient(Datastore):
                 nursery.start_soon(ask, peer)
         return errors
 
+    async def _learn(self, peer: str) -> None:
+        try:
+            await self._refresh_nodes([peer])
+        finally:
+            self._learning.discard(peer)
+
     async def refresh(self) -> None:
         """Learn the slot table from the nodes; UnavailableError if none answers."""
         known = list(self.table.addrs)
@@ -406,22 +422,26 @@ class ClusterClient(Datastore):
             if not isinstance(first, UnavailableError):
                 raise first  # unauthorized, protocol error: not worth hiding
             raise UnavailableError(f"no cluster node answered ({reasons})")
+        failed = set(errors)
         for _ in range(64):  # each round finds one more node
             unknown = self.table.unknown_slots()
             if not unknown:
                 return
             key = probe_key(unknown)
-            asked = self.table.any_node()
-            if key is None or asked is None:
+            # Ask a node that answered: a frozen one would cost a timeout per round.
+            answered = sorted(p for p in self.table.addrs if p not in failed)
+            if key is None or not answered:
                 return
             try:
-                await self._call(asked, wm.Has(0, key))
+                await self._call(answered[0], wm.Has(0, key))
                 return  # served: the node does not know better than we do
             except MovedError as exc:
                 if self.table.owner(exc.slot) == exc.peer_id:
                     return  # no news: the table is as good as the nodes know
                 self.table.apply_moved(exc.slot, exc.peer_id, exc.addrs)
-                await self._refresh_nodes([exc.peer_id])
+                if exc.peer_id in failed:
+                    return  # its owner is down: its slots are found by MOVED when used
+                failed.update(await self._refresh_nodes([exc.peer_id]))
             except DSClusterError as exc:
                 log.info("table discovery stopped: %s", exc)
                 return
