@@ -88,7 +88,7 @@ def _options(
         help="The private network's swarm.key (default: the one in --conf DIR, if any).")
     ] = None,
     timeout: Annotated[float, typer.Option(
-        help="Seconds to wait for any one node's answer (and for a connection).")
+        help="Seconds one operation may take, retries included (and to wait for a connection).")
     ] = DEFAULT_TIMEOUT,
     version: Annotated[bool, typer.Option(
         "--version", callback=version_callback("dsclient"), is_eager=True,
