@@ -304,7 +304,7 @@ def test_a_frozen_node_is_named_in_one_line_while_others_answer(live):
         err = one_line(dsclient("--conf", str(live.conf), "--timeout", "2", "get-key", keys[0]))
         assert f"node {victim} serving slot" in err
         assert "is unavailable (accepts connections, then no answer)" in err
-        assert live.ok("get-key", other) == "still here"
+        assert live.ok("--timeout", "3", "get-key", other) == "still here"
     finally:
         os.kill(pid, signal.SIGCONT)
 
