@@ -291,10 +291,10 @@ class ClusterClient(Datastore):
                         to_learn.update((err.peer_id, op.peer))
                         retry.append(op)
                 elif isinstance(err, UnavailableError):
-                    wait = self.options.backoff[op.failures] if op.failures < len(
-                        self.options.backoff) else None
-                    if wait is not None and trio.current_time() + wait < deadline:
-                        waits.append(wait)
+                    backoff = self.options.backoff
+                    if (op.failures < len(backoff)
+                            and trio.current_time() + backoff[op.failures] < deadline):
+                        waits.append(backoff[op.failures])
                         op.failures += 1
                         retry.append(op)
                         to_refresh.add(op.peer)
