@@ -22,7 +22,11 @@ Gossip: Ping carries a digest (one hash per slot bucket, one for the
 membership and one for the client roles), the sender's suspicions (PFAIL) and
 the nodes it believes FAIL; Pong answers with the same plus the runs of the
 buckets that differed, and the nodes or the client entries when their hash
-differed; TableDelta pushes runs, nodes and client entries. Migration:
+differed; TableDelta pushes runs, nodes and client entries. Copy sets travel beside the
+runs: ``replicas`` holds the 5-element runs ``[start, end, epoch, owner,
+[replica, ...]]`` of the entries with replicas in the same buckets (a node
+from before copies ignores the trailing field and still reads the claims),
+``settings`` the cluster settings with the membership. Migration:
 MigrateBegin / MigrateBeginAck / MigrateAbort / Handoff / HandoffAck, all
 carrying the migration id chosen by the source so stale retransmissions are
 recognised.
@@ -33,7 +37,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dscluster.core.table import MAX_PEER_ID, ClientInfo, NodeInfo, Run, decode_runs
+from dscluster.core.table import (
+    MAX_PEER_ID,
+    ClientInfo,
+    ClusterSettings,
+    CopyRun,
+    NodeInfo,
+    Run,
+    decode_copy_runs,
+    decode_runs,
+)
 from dscluster.errors import ProtocolError
 from dscluster.wire import schema
 from dscluster.wire.schema import Tagged, message, register_struct
@@ -56,10 +69,12 @@ def _check_client(client: ClientInfo) -> None:
 
 register_struct(NodeInfo, _check_node)
 register_struct(ClientInfo, _check_client)
+register_struct(ClusterSettings)  # its __post_init__ checks the values
 
 
 def _check_runs(msg: Any) -> None:
     decode_runs(list(msg.runs))  # slots in range, epochs and owners consistent
+    decode_copy_runs([list(r) for r in msg.replicas])  # and no node twice in a copy set
 
 
 @message(96)
@@ -85,6 +100,8 @@ class Pong(Tagged):
     nodes: tuple[NodeInfo, ...] = ()  # our membership, when it differed
     clients: tuple[ClientInfo, ...] = ()  # our client entries, when their hash differed
     roles: bytes = b""
+    replicas: tuple[CopyRun, ...] = ()  # the entries with replicas among `runs`' buckets
+    settings: ClusterSettings | None = None  # with `nodes`, when not the default
 
 
 @message(98, _check_runs)
@@ -93,6 +110,8 @@ class TableDelta(Tagged):
     runs: tuple[Run, ...] = ()
     nodes: tuple[NodeInfo, ...] = ()
     clients: tuple[ClientInfo, ...] = ()
+    replicas: tuple[CopyRun, ...] = ()
+    settings: ClusterSettings | None = None
 
 
 @message(99)

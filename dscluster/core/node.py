@@ -57,11 +57,11 @@ from dscluster.core.routing import Decision, decide
 from dscluster.core.slots import SlotSet, key_slot
 from dscluster.core.table import (
     BUCKET_SIZE,
+    DEFAULT_SETTINGS,
     ClientInfo,
     ClientRole,
     NodeInfo,
     NodeRole,
-    Run,
     SlotTable,
     TableDigest,
     next_version,
@@ -212,9 +212,20 @@ class ClusterCore:
     def _peers(self) -> list[str]:
         return [n for n in self._table.data_nodes() if n != self.me]
 
-    def _broadcast_runs(self, runs: list[Run], nodes: Iterable[NodeInfo] = (),
-                        clients: Iterable[ClientInfo] = ()) -> None:
-        msg = TableDelta(tuple(runs), tuple(nodes), tuple(clients))
+    def _delta(self, buckets: Iterable[int] | None = (), nodes: Iterable[NodeInfo] = (),
+               clients: Iterable[ClientInfo] = ()) -> TableDelta:
+        """Our entries of `buckets` (None: all), with their copy sets, and `nodes`
+        (with the cluster settings) and `clients`: the one form table news travels in."""
+        t = self._table
+        wanted = None if buckets is None else sorted(set(buckets))
+        runs = tuple(t.runs(wanted)) if wanted is None or wanted else ()
+        replicas = (tuple(r for r in t.copy_runs(wanted) if r[4])
+                    if runs and t.has_replicas() else ())
+        nodes = tuple(nodes)
+        settings = t.settings if nodes and t.settings != DEFAULT_SETTINGS else None
+        return TableDelta(runs, nodes, tuple(clients), replicas, settings)
+
+    def _broadcast(self, msg: TableDelta) -> None:
         for peer in self._peers():
             self._send(peer, msg)
 
@@ -224,11 +235,10 @@ class ClusterCore:
         self._table.merge_nodes([node])
         self._dirty = True
         self._fd.watch(self._peers())
-        self._broadcast_runs([], [node])
+        self._broadcast(self._delta(nodes=[node]))
         if peer != self.me:
-            self._send(peer, TableDelta(tuple(self._table.runs()),
-                                        tuple(self._table.nodes.values()),
-                                        tuple(self._table.clients.values())))
+            self._send(peer, self._delta(None, self._table.nodes.values(),
+                                         self._table.clients.values()))
 
     def remove_member(self, peer: str) -> None:
         old = self._table.nodes.get(peer)
@@ -237,7 +247,7 @@ class ClusterCore:
         if len(self._table.slots_of(peer)):
             raise BadRequestError(f"{peer} still owns slots: migrate them away first")
         node = NodeInfo(peer, old.addrs, NodeRole.RETIRED, old.version + 1)
-        self._broadcast_runs([], [node])
+        self._broadcast(self._delta(nodes=[node]))
         self._table.merge_nodes([node])
         self._dirty = True
         self._fd.watch(self._peers())
@@ -256,7 +266,7 @@ class ClusterCore:
         entry = ClientInfo(peer, role, next_version(self._table.clients.get(peer), now_ms))
         self._table.merge_clients([entry])
         self._dirty = True
-        self._broadcast_runs([], [], [entry])
+        self._broadcast(self._delta(clients=[entry]))
         return entry
 
     def revoke_client(self, peer: str, only: ClientRole | None = None, *,
@@ -333,7 +343,7 @@ class ClusterCore:
             case Pong():
                 self._on_pong(sender, msg)
             case TableDelta():
-                self._merge(msg.runs, msg.nodes, msg.clients)
+                self._merge(msg)
             case MigrateBegin():
                 self._mig.on_migrate_begin(sender, msg, self._table)
             case MigrateBeginAck():
@@ -347,11 +357,16 @@ class ClusterCore:
             case _:
                 raise ProtocolError(f"unexpected message {type(msg).__name__}")
 
-    def _merge(self, runs: Sequence[Run], nodes: Sequence[NodeInfo],
-               clients: Sequence[ClientInfo] = ()) -> None:
-        result = self._table.merge_runs(runs, self.me)
-        nodes_changed = self._table.merge_nodes(nodes)
-        if self._table.merge_clients(clients):
+    def _merge(self, news: TableDelta | Pong) -> None:
+        result = self._table.merge_runs(news.runs, self.me)
+        if news.replicas:  # after the claims: a raised claim starts without replicas
+            more = self._table.merge_copy_runs(news.replicas, self.me)
+            result.changed.extend(more.changed)
+            result.lost.extend(more.lost)
+        nodes_changed = self._table.merge_nodes(news.nodes)
+        if news.settings is not None and self._table.merge_settings(news.settings):
+            nodes_changed = True
+        if self._table.merge_clients(news.clients):
             self._dirty = True
         if result.lost:
             # Redis's configEpoch collision rule: the loser moves to a fresh epoch.
@@ -365,34 +380,33 @@ class ClusterCore:
         if result.changed:
             self._mig.finish_handoffs(self._table)
 
-    def _gossip_reply(self, sender: str, msg: Ping | Pong
-                      ) -> tuple[list[Run], list[NodeInfo], list[ClientInfo]]:
+    def _gossip_reply(self, sender: str, msg: Ping | Pong) -> TableDelta:
+        """What we hold that the sender's digest says differs."""
         self._fd.on_report(sender, msg.suspects, msg.failed)
         digest = TableDigest(msg.buckets, msg.members, msg.roles)
         if len(digest.buckets) != len(self._table.digest().buckets):
             raise ProtocolError("digest has the wrong number of buckets")
-        runs = self._table.runs(self._table.differing_buckets(digest))
-        nodes = (list(self._table.nodes.values())
-                 if digest.members != self._table.members_hash() else [])
+        nodes = (self._table.nodes.values()
+                 if digest.members != self._table.members_hash() else ())
         # Tombstones travel too: a peer that missed a removal must learn it.
-        clients = (list(self._table.clients.values())
-                   if digest.roles != self._table.roles_hash() else [])
-        return runs, nodes, clients
+        clients = (self._table.clients.values()
+                   if digest.roles != self._table.roles_hash() else ())
+        return self._delta(self._table.differing_buckets(digest), nodes, clients)
 
     def _on_ping(self, sender: str, msg: Ping) -> None:
         self._epoch = max(self._epoch, msg.epoch)
-        runs, nodes, clients = self._gossip_reply(sender, msg)
+        d = self._gossip_reply(sender, msg)
         digest = self._table.digest()
         self._send(sender, Pong(digest.buckets, digest.members, self._epoch, self._fd.suspects(),
-                                self._fd.failed(), tuple(runs), tuple(nodes), tuple(clients),
-                                digest.roles))
+                                self._fd.failed(), d.runs, d.nodes, d.clients, digest.roles,
+                                d.replicas, d.settings))
 
     def _on_pong(self, sender: str, msg: Pong) -> None:
         self._epoch = max(self._epoch, msg.epoch)
-        self._merge(msg.runs, msg.nodes, msg.clients)
-        runs, nodes, clients = self._gossip_reply(sender, msg)
-        if runs or nodes or clients:  # we hold something newer: push it back
-            self._send(sender, TableDelta(tuple(runs), tuple(nodes), tuple(clients)))
+        self._merge(msg)
+        d = self._gossip_reply(sender, msg)
+        if d.runs or d.nodes or d.clients:  # we hold something newer: push it back
+            self._send(sender, d)
 
     def _on_handoff(self, sender: str, msg: Handoff) -> None:
         m = self._mig.on_handoff(sender, msg)
@@ -404,12 +418,12 @@ class ClusterCore:
         self._send(sender, HandoffAck(msg.mid, m.slots.ranges, self._epoch))
         buckets = {b for start, end in m.slots.ranges
                     for b in range(start // BUCKET_SIZE, end // BUCKET_SIZE + 1)}
-        self._broadcast_runs(self._table.runs(buckets))
+        self._broadcast(self._delta(buckets))
 
     def _on_handoff_ack(self, sender: str, msg: HandoffAck) -> None:
         if not self._mig.awaits_handoff_ack(sender, msg):
             return
-        self._merge([(a, b, msg.epoch, sender) for a, b in msg.ranges], [])
+        self._merge(TableDelta(tuple((a, b, msg.epoch, sender) for a, b in msg.ranges)))
         self._mig.finish_handoffs(self._table)  # also when newer claims superseded the ack's
         if self._mig.outgoing(msg.mid) is not None:
             # the ack's claims did not cover our slots: keep waiting

@@ -344,3 +344,29 @@ def test_fanout_limits_pings_yet_every_peer_hears_within_half_the_timeout() -> N
     for times in heard.values():
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         assert times and max(gaps, default=0) <= cfg.pfail_ticks // 2 + 1
+
+
+def test_copy_sets_and_settings_travel_by_gossip_and_old_peers_still_read_the_claims() -> None:
+    from dscluster.core.table import ClusterSettings
+
+    net = cluster()
+    net.tick(2)
+    a = net.cores["A"]
+    # A copy set at a fresh epoch and a new setting, made on A alone (as an election would)
+    a.table.assign(SlotSet.of([(10, 20)]), (9, "A"), ["B", "C"])
+    a.table.merge_settings(ClusterSettings(copies=3, version=1))
+    net.tick(2)
+    for core in net.cores.values():
+        assert core.table.copies(15) == ("A", "B", "C")
+        assert core.table.copies(21) == (core.table.owner(21),)
+        assert core.table.settings == ClusterSettings(copies=3, version=1)
+        assert core.table.digest() == a.table.digest()
+    # A peer from before copies reads only the fields it knows: the claims.
+    raw = cbor2.loads(encode(a._delta([0])))
+    assert raw[4] == [[10, 20, 9, "A", ["B", "C"]]]
+    older = decode(cbor2.dumps(raw[:4]))
+    assert (10, 20, 9, "A") in older.runs and older.replicas == ()
+    # A copy set naming one node twice is garbage from the wire.
+    raw[4] = [[10, 20, 9, "A", ["B", "A"]]]
+    with pytest.raises(ProtocolError, match="two copies"):
+        decode(cbor2.dumps(raw))

@@ -21,7 +21,7 @@ import dscluster.core.messages  # noqa: F401  (registers the gossip and migratio
 import dscluster.wire.admin_messages  # noqa: F401  (registers the admin tags)
 import dscluster.wire.join_messages  # noqa: F401  (registers the join tags)
 from dscluster.core import messages as cm
-from dscluster.core.table import ClientInfo, ClientRole, NodeInfo
+from dscluster.core.table import ClientInfo, ClientRole, CopyRun, NodeInfo
 from dscluster.errors import ProtocolError
 from dscluster.wire import messages as wm
 from dscluster.wire.schema import MessageError, Tagged, decode, registered_tags
@@ -31,6 +31,7 @@ EXTRA_FIELDS = [7, "added later", b"\x00\x01", [1, [2, "three"]], {"k": "v"}, No
 # Values the annotations alone cannot make valid (a __post_init__ or a check refuses them).
 SPECIAL: dict[type, Any] = {
     wm.WireFilter: wm.WireFilter("key", wm.FilterOp.EQ, "/k"),
+    CopyRun: (1, 1, 1, "x", ("y",)),  # no node holds two copies
 }
 
 
@@ -38,6 +39,8 @@ def _sample(hint: Any) -> Any:
     """A valid value of an annotation (the schema's subset of them)."""
     if typing.get_origin(hint) is typing.Annotated:
         hint = typing.get_args(hint)[0]
+    if hint in SPECIAL:
+        return SPECIAL[hint]
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         return _sample(next(a for a in typing.get_args(hint) if a is not type(None)))
@@ -46,8 +49,6 @@ def _sample(hint: Any) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return (_sample(args[0]),)
         return tuple(_sample(a) for a in args)
-    if hint in SPECIAL:
-        return SPECIAL[hint]
     if hint is bool:
         return True
     if hint is int:
@@ -109,7 +110,7 @@ def test_structs_inside_messages_ignore_appended_fields_too() -> None:
     ([wm.Get.TAG, 1, "/" + "k" * 5000, False, "extra"], "longer than 4096"),  # ...as is length
     ([wm.Get.TAG, 1], "at least 2 fields"),  # and a missing required field
     ([cm.Ping.TAG, [b"h"], b"m", "not an epoch", "x"], "64-bit int"),
-    ([cm.TableDelta.TAG, [[0, 99999, 1, "A"]], [], [], "extra"], "bad run"),
+    ([cm.TableDelta.TAG, [[0, 99999, 1, "A"]], [], [], [], None, "extra"], "bad run"),
     ([cm.TableDelta.TAG, [], [[""]], [], "extra"], "node id"),
     ([cm.TableDelta.TAG, [], [], [["X", "god", 1, "extra"]]], "expected one of"),
 ])
