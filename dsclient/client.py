@@ -49,6 +49,7 @@ from trio import TaskStatus  # type: ignore[attr-defined]
 from dsclient.merge import merge, node_query
 from dsclient.pipeline import NodePipe, Op, OpKind, PackLimits, single_request
 from dsclient.routing import RoutingTable, probe_key
+from dscluster.blocks import is_block_key
 from dscluster.config import ClientConfig, config_file, load_client_config
 from dscluster.core.slots import key_slot
 from dscluster.datastore.base import BatchOp, Datastore
@@ -62,6 +63,7 @@ from dscluster.errors import (
     DatastoreClosedError,
     DSClusterError,
     MovedError,
+    NotFoundError,
     UnavailableError,
 )
 from dscluster.net.host import HostHandle, Identity, open_host, parse_peer_id
@@ -272,6 +274,7 @@ class ClusterClient(Datastore):
         deadline = trio.current_time() + self.options.request_timeout
         while pending:
             await self._dispatch(pending)
+            await self._read_copies([op for op in pending if self._copy_may_answer(op)])
             retry: list[Op] = []
             asks: list[Op] = []
             to_refresh: set[str] = set()  # asked before the retry: did it move or restart?
@@ -333,6 +336,31 @@ class ClusterClient(Datastore):
             self._pipe(peer).submit(op)
         for op in ops:
             await op.done.wait()
+
+    def _copy_may_answer(self, op: Op) -> bool:
+        """A block its primary could not give (down, or lost it) that a replica may hold."""
+        return (op.kind is OpKind.GET and isinstance(op.error, UnavailableError | NotFoundError)
+                and is_block_key(op.key) and bool(self.table.replicas_of(op.key)))
+
+    async def _read_copies(self, ops: list[Op]) -> None:
+        """Ask each op's replicas in turn (any_copy); the first value wins. Blocks are
+        content-addressed and their readers verify them (unixfs, bitswap), so a copy's
+        answer is as good as the primary's. An op no copy answers keeps its error."""
+        async def read(op: Op) -> None:
+            for peer in self.table.replicas_of(op.key):
+                try:
+                    response = await self._call(peer, wm.Get(0, op.key, any_copy=True))
+                except DSClusterError as exc:
+                    log.debug("copy %s of %s: %s", peer, op.key, exc)
+                    continue
+                if isinstance(response, wm.Ok) and isinstance(response.value, bytes):
+                    op.error, op.result = None, response.value
+                    return
+
+        if ops:
+            async with trio.open_nursery() as nursery:
+                for op in ops:
+                    nursery.start_soon(read, op)
 
     async def _ask(self, op: Op) -> None:
         assert isinstance(op.error, AskError)
@@ -399,7 +427,8 @@ class ClusterClient(Datastore):
             except DSClusterError as exc:
                 errors[peer] = exc
                 return
-            self.table.apply_node_info(info.peer_id, info.addrs, info.slots, info.epoch)
+            self.table.apply_node_info(info.peer_id, info.addrs, info.slots, info.epoch,
+                                       info.replicas)
 
         async with trio.open_nursery() as nursery:
             for peer in set(peers):

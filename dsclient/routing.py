@@ -6,6 +6,9 @@ the slot ranges it serves; a ``MovedError`` names the node that serves one
 slot now (and its addresses). Both are folded in here. Slots nobody has
 claimed yet in our view are routed to any known node, whose MOVED answer
 then teaches us the owner (Redis clients do the same with a stale table).
+A node's ``NodeInfo`` also names the slots it holds a replica of: ``copies``
+gives the nodes a content-addressed block may be read from when its primary
+cannot answer (doc/copies.md).
 
 ``probe_key`` finds a key whose slot is still unknown, so the client can
 discover owners by asking a node about that key. Everything here is pure:
@@ -34,6 +37,7 @@ class NodeAddr:
 class RoutingTable:
     def __init__(self) -> None:
         self._owner: list[str | None] = [None] * SLOT_COUNT
+        self._replicas: list[tuple[str, ...]] = [()] * SLOT_COUNT  # besides the owner
         self._epoch: dict[str, int] = {}  # the epoch each node reported with its slots
         self.addrs: dict[str, tuple[str, ...]] = {}
 
@@ -46,21 +50,24 @@ class RoutingTable:
             self.addrs[peer_id] = bare or self.addrs.get(peer_id, ())
 
     def apply_node_info(self, peer_id: str, addrs: Iterable[str],
-                        ranges: Iterable[tuple[int, int]], epoch: int = 0) -> None:
-        """A node said it serves ``ranges``: those slots are its; slots it no longer
-        lists stop pointing at it (we do not know their owner yet)."""
+                        ranges: Iterable[tuple[int, int]], epoch: int = 0,
+                        replicas: Iterable[tuple[int, int]] = ()) -> None:
+        """A node said it serves ``ranges`` and holds replicas of ``replicas``: those
+        slots are its; slots it no longer lists stop pointing at it (we do not know
+        their owner yet)."""
         self.add_node(peer_id, addrs)
         self._epoch[peer_id] = epoch
-        served = set()
-        for start, end in ranges:
-            if not 0 <= start <= end < SLOT_COUNT:
-                continue  # a garbled answer teaches nothing about those slots
-            for slot in range(start, end + 1):
-                self._owner[slot] = peer_id
-                served.add(slot)
+        served = _slots_in(ranges)
+        for slot in served:
+            self._owner[slot] = peer_id
         for slot, owner in enumerate(self._owner):
             if owner == peer_id and slot not in served:
                 self._owner[slot] = None
+        held = _slots_in(replicas)
+        for slot, reps in enumerate(self._replicas):
+            if (slot in held) != (peer_id in reps):
+                self._replicas[slot] = (tuple(p for p in reps if p != peer_id)
+                                        + ((peer_id,) if slot in held else ()))
 
     def apply_moved(self, slot: int, peer_id: str, addrs: Sequence[str]) -> None:
         if 0 <= slot < SLOT_COUNT and peer_id:
@@ -79,6 +86,11 @@ class RoutingTable:
 
     def owner_of(self, key: str) -> str | None:
         return self._owner[key_slot(key)]
+
+    def replicas_of(self, key: str) -> tuple[str, ...]:
+        """The nodes said to hold a replica of the key's slot (besides its owner)."""
+        slot = key_slot(key)
+        return tuple(p for p in self._replicas[slot] if p != self._owner[slot])
 
     def route(self, key: str) -> tuple[int, str | None]:
         """(slot, the node to ask): the owner, or any known node when the owner is unknown."""
@@ -107,6 +119,12 @@ class RoutingTable:
 
     def nodes(self) -> list[NodeAddr]:
         return [NodeAddr(p, self.addrs[p]) for p in sorted(self.addrs)]
+
+
+def _slots_in(ranges: Iterable[tuple[int, int]]) -> set[int]:
+    """The slots of inclusive ranges; a garbled range teaches nothing and is skipped."""
+    return {slot for start, end in ranges if 0 <= start <= end < SLOT_COUNT
+            for slot in range(start, end + 1)}
 
 
 def probe_key(slots: Iterable[int], limit: int = 1 << 20) -> str | None:

@@ -49,6 +49,19 @@ def key_multihash(key: str) -> bytes:
     return digest
 
 
+def is_block_key(key: str) -> bool:
+    """Whether ``key`` names a block ("/CIQ..." or "/blocks/CIQ..."): content-addressed,
+    so bytes read from any copy can be checked against the key (doc/copies.md)."""
+    parts = key.split("/")
+    if not (len(parts) == 2 or (len(parts) == 3 and "/" + parts[1] == BLOCKS_PREFIX)):
+        return False
+    try:
+        key_multihash(key)
+    except BadKeyError:
+        return False
+    return True
+
+
 def key_to_cid(key: str, codec: str = "raw") -> CID:
     """A CIDv1 for the block under this key (the codec is not in the key)."""
     return CID("base32", 1, codec, key_multihash(key))

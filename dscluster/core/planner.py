@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dscluster.core.slots import SLOT_COUNT, SlotSet
-from dscluster.core.table import MAX_COPIES, SlotTable
+from dscluster.core.table import MAX_COPIES, ClusterSettings, SlotTable
 from dscluster.errors import BadRequestError
 
 
@@ -192,6 +192,25 @@ def plan_copies(table: SlotTable, members: Sequence[str] | Mapping[str, float],
         else:
             runs.append((slot, slot, copy_set))
     return CopyPlan(tuple(moves), tuple(runs))
+
+
+def with_copies(table: SlotTable, copies: int) -> SlotTable:
+    """A new cluster's table with `copies` copies per slot, placed by `plan_copies`.
+
+    For a table whose primaries are already even (``SlotTable.initial``): each
+    slot keeps its claim and gains its replicas; the setting is version 0, as
+    one read from config.json. BadRequestError if primaries would have to move.
+    """
+    members = table.data_nodes()
+    placed = plan_copies(table, members, copies)
+    if placed.moves:
+        raise BadRequestError("with_copies needs even primaries: rebalance first")
+    out = table.copy()
+    for start, end, copy_set in placed.copy_sets:
+        for slot in range(start, end + 1):
+            out.assign(SlotSet.of([(slot, slot)]), table.claim(slot), copy_set[1:])
+    out.merge_settings(ClusterSettings(copies, 0))
+    return out
 
 
 def _pair_quotas(names: list[str], primary: list[str], r: int) -> dict[tuple[str, str], int]:

@@ -301,7 +301,9 @@ class RpcClient:
     async def aclose(self) -> None:
         for (peer, protocol), channel in list(self._channels.items()):
             channel.fail(f"client closed its stream to {_peer_name(peer)}")
-            del self._channels[(peer, protocol)]
+            # while we await a close below, a reader may already have dropped its channel
+            if self._channels.get((peer, protocol)) is channel:
+                del self._channels[(peer, protocol)]
             await channel.fs.close()
 
 

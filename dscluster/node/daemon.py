@@ -53,6 +53,7 @@ from dscluster.node.driver import CoreDriver
 from dscluster.node.gossip import GossipLinks
 from dscluster.node.keylocks import KeyLocks
 from dscluster.node.migrator import Migrator
+from dscluster.node.replicator import Replicator
 from dscluster.node.service import StoreService
 from dscluster.node.slotindex import SlotIndexedDatastore, slot_indexed
 from dscluster.node.statefile import StateFile
@@ -96,9 +97,11 @@ class DataNode:
         self.clients_file = ClientsFileSync(
             settings.conf_dir, apply=self._apply_file_edits, durable_roles=self._durable_roles,
             saved=state_file.wait_saved)
+        self.replicator = Replicator(driver, self.call_peer)
         self.service = StoreService(
             driver, datastore, self.locks, auth=self.auth,
-            forward_delete=self._forward_delete, my_addrs=lambda: host.addrs)
+            forward_delete=self._forward_delete, my_addrs=lambda: host.addrs,
+            replicator=self.replicator)
         self.migrator = Migrator(driver, datastore, self.locks, self._send_batch)
 
     @property

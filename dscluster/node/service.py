@@ -20,6 +20,12 @@ the target (which may hold a copy from an earlier batch), then here.
 Batched requests are answered per key: one key's error does not fail the
 others. Queries stream this node's local entries.
 
+Copies (doc/copies.md, node/replicator.py): on a slot's primary every write
+is handed to the slot's other copies while the key's lock is held, and
+answered Ok only when each confirmed it. A `Replicate` from a member is a
+copy's side: checked against the copy's fence, then stored in one batch. A
+Get with `any_copy` is served by a node holding any copy of the slot.
+
 Info carries the node's key count and bytes from a keys-only scan that
 count_keys repeats every minute (a counter kept on put/delete would drift on
 overwrites and on moves; a scan is exact when it ends and costs one pass).
@@ -49,6 +55,7 @@ from dscluster.errors import (
 from dscluster.node.auth import Authorizer, Role
 from dscluster.node.driver import CoreDriver
 from dscluster.node.keylocks import KeyLocks
+from dscluster.node.replicator import Op, Replicator
 from dscluster.node.slotindex import check_user_key
 from dscluster.wire import messages as wm
 
@@ -63,8 +70,9 @@ ForwardDelete = Callable[[str, str], Awaitable[None]]  # (target peer, key)
 class StoreService:
     def __init__(self, driver: CoreDriver, datastore: Datastore, locks: KeyLocks, *,
                  auth: Authorizer, forward_delete: ForwardDelete,
-                 my_addrs: Callable[[], list[str]]) -> None:
+                 my_addrs: Callable[[], list[str]], replicator: Replicator) -> None:
         self._driver = driver
+        self._replicator = replicator
         self._ds = datastore
         self._locks = locks
         self.auth = auth
@@ -95,6 +103,8 @@ class StoreService:
 
     def _authorize(self, peer: ID, request: wm.Request) -> Role:
         name = peer.to_base58()
+        if isinstance(request, wm.Replicate):
+            return self.auth.require(name, Role.MEMBER)
         if isinstance(request, wm.Put | wm.Delete | wm.Batch):
             deletes = isinstance(request, wm.Delete) or (
                 isinstance(request, wm.Batch) and bool(request.deletes))
@@ -103,14 +113,16 @@ class StoreService:
 
     # -- routing -------------------------------------------------------------------
 
-    async def _route(self, key: str, asking: bool) -> Serve:
+    async def _route(self, key: str, asking: bool, any_copy: bool = False) -> Serve:
         """Serve() or raise Ask/MovedError; the caller holds the key's lock."""
         slot = key_slot(key)
         if self._driver.stable[slot]:
             return _SERVE
+        core = self._driver.core
+        if any_copy and core.me in core.table.copies(slot):
+            return _SERVE
         # Whether the key exists here matters only where the answer would be
         # Ask (a slot migrating out): look it up there alone.
-        core = self._driver.core
         decision = core.route(key, exists_locally=False, asking=asking)
         if isinstance(decision, Ask) and await self._ds.has(key):
             decision = core.route(key, exists_locally=True, asking=asking)
@@ -122,11 +134,18 @@ class StoreService:
         assert isinstance(decision, Moved)
         raise MovedError(decision.slot, decision.peer, addrs)
 
-    async def _keyed(self, key: str, asking: bool, op: Callable[[str, Serve], Awaitable[T]]) -> T:
+    async def _keyed(self, key: str, asking: bool, op: Callable[[str, Serve], Awaitable[T]],
+                     any_copy: bool = False) -> T:
         clean = str(Key(key))
         async with self._locks.hold((clean,)):
-            decision = await self._route(clean, asking)
+            decision = await self._route(clean, asking, any_copy)
             return await op(clean, decision)
+
+    async def _to_copies(self, ops: Sequence[Op]) -> None:
+        """Hand one written key to its slot's other copies; raise if one did not confirm."""
+        errors = await self._replicator.forward(ops)
+        if errors:
+            raise next(iter(errors.values()))
 
     # -- requests ----------------------------------------------------------------------
 
@@ -134,8 +153,8 @@ class StoreService:
         self._authorize(peer, request)
         rid = request.id
         match request:
-            case wm.Get(key=key, asking=asking):
-                return wm.Ok(rid, await self._keyed(key, asking, self._get))
+            case wm.Get(key=key, asking=asking, any_copy=any_copy):
+                return wm.Ok(rid, await self._keyed(key, asking, self._get, any_copy))
             case wm.Has(key=key, asking=asking):
                 return wm.Ok(rid, await self._keyed(key, asking, self._has))
             case wm.GetSize(key=key, asking=asking):
@@ -143,13 +162,14 @@ class StoreService:
             case wm.Put(key=key, value=value, asking=asking):
                 async def put(k: str, _d: Serve) -> None:
                     await self._ds.put(k, value)
+                    await self._to_copies([(k, value)])
                 await self._keyed(key, asking, put)
                 return wm.Ok(rid)
             case wm.Delete(key=key, asking=asking):
                 await self._keyed(key, asking, self._delete)
                 return wm.Ok(rid)
-            case wm.GetMany(keys=keys, asking=asking):
-                return wm.OkMany(rid, await self._many(keys, asking, self._get))
+            case wm.GetMany(keys=keys, asking=asking, any_copy=any_copy):
+                return wm.OkMany(rid, await self._many(keys, asking, self._get, any_copy))
             case wm.HasMany(keys=keys, asking=asking):
                 return wm.OkMany(rid, await self._many(keys, asking, self._has))
             case wm.GetSizeMany(keys=keys, asking=asking):
@@ -158,6 +178,9 @@ class StoreService:
                 return wm.OkMany(rid, await self._batch(request))
             case wm.Info():
                 return self._info(rid)
+            case wm.Replicate():
+                await self._take_copies(peer, request)
+                return wm.Ok(rid)
         raise BadRequestError(f"{type(request).__name__} is not a store request")
 
     async def _get(self, key: str, _d: Serve) -> bytes:
@@ -173,13 +196,15 @@ class StoreService:
         if decision.forward_deletes_to is not None:
             await self._forward_delete(decision.forward_deletes_to, key)
         await self._ds.delete(key)
+        await self._to_copies([(key, None)])
 
     async def _many(self, keys: Sequence[str], asking: bool,
-                    op: Callable[[str, Serve], Awaitable[Any]]) -> tuple[Any, ...]:
+                    op: Callable[[str, Serve], Awaitable[Any]],
+                    any_copy: bool = False) -> tuple[Any, ...]:
         results: list[Any] = []
         for key in keys:
             try:
-                results.append(await self._keyed(key, asking, op))
+                results.append(await self._keyed(key, asking, op, any_copy))
             except DSClusterError as exc:
                 results.append(wm.ErrorInfo.from_exception(exc))
         return tuple(results)
@@ -225,14 +250,31 @@ class StoreService:
             except DSClusterError as exc:
                 for i in served:
                     results[i] = wm.ErrorInfo.from_exception(exc)
+                return tuple(results)
+            written: list[Op] = [(str(clean[i]), ops[i][1]) for i in served]
+            for j, err in (await self._replicator.forward(written)).items():
+                results[served[j]] = wm.ErrorInfo.from_exception(err)
         return tuple(results)
+
+    async def _take_copies(self, peer: ID, request: wm.Replicate) -> None:
+        """A copy's side: check the primary's epoch, then store the writes in one batch."""
+        self._replicator.check(peer.to_base58(), request)
+        keys = [str(Key(k)) for k, _ in request.puts] + [str(Key(k)) for k in request.deletes]
+        async with self._locks.hold(keys):
+            batch = await self._ds.batch()
+            for key, value in request.puts:
+                batch.put(str(Key(key)), value)
+            for key in request.deletes:
+                batch.delete(str(Key(key)))
+            await batch.commit()
 
     def _info(self, rid: int) -> wm.NodeInfo:
         core = self._driver.core
         slots = core.table.slots_of(core.me)
         return wm.NodeInfo(rid, core.me, tuple(self._my_addrs()), tuple(slots.ranges),
                            core.epoch, __version__, self.key_count, self.byte_count,
-                           tuple(_describe(m, core.me) for m in core.migrations))
+                           tuple(_describe(m, core.me) for m in core.migrations),
+                           tuple(core.table.replica_slots_of(core.me).ranges))
 
     # -- query -----------------------------------------------------------------------------
 

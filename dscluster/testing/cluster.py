@@ -26,6 +26,7 @@ import trio
 from trio import TaskStatus  # type: ignore[attr-defined]
 
 from dscluster.core.gossip import GossipConfig
+from dscluster.core.planner import with_copies
 from dscluster.core.slots import key_slot
 from dscluster.core.table import NodeInfo, NodeRole, SlotTable
 from dscluster.datastore import Datastore, MemoryDatastore
@@ -144,14 +145,14 @@ async def local_cluster(
     datastore: Callable[[int], Datastore] | None = None,
     tick_interval: float = 0.1, gossip: GossipConfig = FAST_GOSSIP,
     identities: Sequence[Identity] | None = None, extra_members: Sequence[str] = (),
-    admins: Sequence[str] | None = None,
+    admins: Sequence[str] | None = None, copies: int = 1,
 ) -> AsyncIterator[InProcessCluster]:
     """N running nodes on loopback; a client identity is authorized read-write.
 
     ``extra_members`` are peer IDs listed as slot-less members without a
     running node (a test host can then speak gossip as a member). With
     ``admins`` every node serves the admin protocol, those peers listed in its
-    DIR/admins.
+    DIR/admins. ``copies`` places that many copies of every slot (doc/copies.md).
     """
     identities = list(identities or [Identity.generate() for _ in range(n)])
     client = Identity.generate()
@@ -162,6 +163,8 @@ async def local_cluster(
             ids = [h.peer_id.to_base58() for h in hosts]
             table = SlotTable.initial(ids, {pid: h.listen_addrs
                                             for pid, h in zip(ids, hosts, strict=True)})
+            if copies != 1:
+                table = with_copies(table, copies)
             table.merge_nodes([NodeInfo(m, (), NodeRole.DATA, 1) for m in extra_members])
             cluster = InProcessCluster([], table, client, runners)
             for i, runner in enumerate(runners):

@@ -142,6 +142,9 @@ class Get(Request):
     id: int
     key: Key
     asking: bool = False
+    # Served by any node holding a copy of the slot, not only its primary: for
+    # content-addressed keys, which the reader verifies (doc/copies.md).
+    any_copy: bool = False
 
 
 @message(2)
@@ -186,6 +189,7 @@ class GetMany(Request):
     id: int
     keys: Keys
     asking: bool = False
+    any_copy: bool = False
 
 
 @message(7)
@@ -213,6 +217,21 @@ class Batch(Request):
     puts: Annotated[tuple[tuple[Key, bytes], ...], MaxLen(MAX_BATCH)] = ()
     deletes: Keys = ()
     asking: bool = False
+
+
+@message(14)
+@dataclass(frozen=True, slots=True)
+class Replicate(Request):
+    """Primary -> copy, members only: hold these writes of slots whose copy set names
+    you. ``slots`` gives each slot the primary's epoch for it (the copy's fence,
+    core/replication.py); every key's slot is listed. Ok once stored as durably as
+    the copy's sync setting promises; Fail (unavailable) from a copy that knows a
+    newer epoch for one of the slots."""
+
+    id: int
+    slots: Annotated[tuple[tuple[int, int], ...], MaxLen(MAX_BATCH * 2)]
+    puts: Annotated[tuple[tuple[Key, bytes], ...], MaxLen(MAX_BATCH)] = ()
+    deletes: Keys = ()
 
 
 # -- query ---------------------------------------------------------------------
@@ -398,3 +417,5 @@ class NodeInfo(Response):
     byte_count: int = -1
     # Migrations this node takes part in, one line each ("out 6153-6753 -> PEER migrating").
     migrations: Annotated[tuple[str, ...], MaxLen(256)] = ()
+    # Slot ranges this node holds a replica of (its copies beside the primary's).
+    replicas: tuple[tuple[int, int], ...] = ()

@@ -1,0 +1,179 @@
+"""Copies on real in-process nodes (libp2p on 127.0.0.1): writes reach every copy
+before the client's acknowledgement, a dead copy stops acknowledgements for
+its slots only, blocks are read from a copy when their primary is down or has
+lost them, and a copy refuses writes from a primary older than one it knows."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import trio
+from multiformats import CID, multihash
+
+from dsclient.client import ClientOptions, open_cluster_client
+from dscluster.blocks import block_key
+from dscluster.core.slots import key_slot
+from dscluster.datastore.key import Key
+from dscluster.errors import NotFoundError, UnavailableError
+from dscluster.net.host import Identity
+from dscluster.testing.cluster import InProcessCluster, local_cluster, store_client
+from dscluster.wire import messages as wm
+
+FAST = ClientOptions(request_timeout=3.0)
+
+
+def _holders(cluster: InProcessCluster, key: str) -> tuple[str, ...]:
+    return cluster.nodes[0].core.table.copies(key_slot(key))
+
+
+async def _on_disk(cluster: InProcessCluster, key: str) -> dict[str, bytes | None]:
+    """Each node's stored value of ``key`` (None: not there)."""
+    out: dict[str, bytes | None] = {}
+    for node in cluster.nodes:
+        try:
+            out[node.peer_id] = await node.datastore.get(key)
+        except NotFoundError:
+            out[node.peer_id] = None
+    return out
+
+
+def _block(i: int) -> tuple[str, bytes]:
+    data = b"block %d " % i * 50
+    cid = CID("base32", 1, "raw", multihash.wrap(hashlib.sha256(data).digest(), "sha2-256"))
+    return block_key(cid), data
+
+
+async def test_every_acknowledged_write_is_on_every_copy_and_nowhere_else(tmp_path) -> None:
+    with trio.fail_after(60):
+        async with local_cluster(tmp_path, 3, copies=2) as cluster, open_cluster_client(
+                cluster.client_identity, bootstrap=[cluster.nodes[0].addrs[0]]) as client:
+            keys = [f"/copies/{i}" for i in range(60)]
+            for k in keys[:30]:
+                await client.put(Key(k), k.encode())
+            batch = await client.batch()
+            for k in keys[30:]:
+                batch.put(Key(k), k.encode() + b"!")
+            await batch.commit()
+            await client.delete(Key(keys[0]))
+            batch = await client.batch()
+            batch.delete(Key(keys[59]))
+            await batch.commit()
+            for k in keys:
+                holders = _holders(cluster, k)
+                assert len(holders) == 2
+                want = (None if k in (keys[0], keys[59])
+                        else k.encode() + (b"!" if keys.index(k) >= 30 else b""))
+                stored = await _on_disk(cluster, k)
+                assert {p: v for p, v in stored.items() if p in holders} == dict.fromkeys(
+                    holders, want)
+                assert [v for p, v in stored.items() if p not in holders] == [None]
+            # every node's Info names the replicas it holds; the client learnt them
+            assert client.table.replicas_of(keys[1]) == _holders(cluster, keys[1])[1:]
+
+
+async def test_a_dead_copy_stops_acknowledgements_for_its_slots_only(tmp_path) -> None:
+    with trio.fail_after(90):
+        async with local_cluster(tmp_path, 3, copies=2) as cluster, open_cluster_client(
+                cluster.client_identity, bootstrap=[cluster.nodes[0].addrs[0]],
+                options=ClientOptions(request_timeout=1.0)) as client:
+            dead = cluster.nodes[2].peer_id
+            keys = [f"/dead-copy/{i}" for i in range(16)]
+            await cluster.stop_node(2)
+            with trio.fail_after(20):  # the others' gossip holds it down: no dial per write
+                while any(n.core.liveness(dead).value == "up" for n in cluster.nodes[:2]):
+                    await trio.sleep(0.1)
+            refused = 0
+            for k in keys:
+                holders = _holders(cluster, k)
+                if dead not in holders:
+                    await client.put(Key(k), b"v")  # both copies alive: acknowledged
+                    assert await client.get(Key(k)) == b"v"
+                elif holders[0] != dead:
+                    # the primary is up, its copy is not: no acknowledgement on one copy
+                    # (the client retries until its deadline, the copy may come back)
+                    with pytest.raises(UnavailableError, match="did not confirm"):
+                        await client.put(Key(k), b"v")
+                    refused += 1
+            assert refused
+            await cluster.start_node(2)
+            for k in keys:  # the copy is back: every slot takes writes again
+                await client.put(Key(k), b"w")
+            for k in keys:
+                holders = _holders(cluster, k)
+                stored = await _on_disk(cluster, k)
+                assert [stored[p] for p in holders] == [b"w", b"w"]
+
+
+async def test_blocks_are_read_from_a_copy_when_their_primary_is_down_or_lost_them(
+        tmp_path) -> None:
+    with trio.fail_after(90):
+        async with local_cluster(tmp_path, 3, copies=2) as cluster, open_cluster_client(
+                cluster.client_identity, bootstrap=[cluster.nodes[0].addrs[0]],
+                options=FAST) as client:
+            blocks = [_block(i) for i in range(30)]
+            for key, data in blocks:
+                await client.put(Key(key), data)
+            plain = [f"/plain/{i}" for i in range(30)]
+            for k in plain:
+                await client.put(Key(k), b"p")
+            lost = cluster.nodes[1]
+            # a primary that lost its disk's blocks: NotFound there, the copy answers
+            for key, _ in blocks:
+                if _holders(cluster, key)[0] == lost.peer_id:
+                    await lost.datastore.delete(key)
+            for key, data in blocks:
+                assert await client.get(Key(key)) == data
+            # a primary that is down: its blocks come from the copies at once
+            await cluster.stop_node(1)
+            started = trio.current_time()
+            for key, data in blocks:
+                assert await client.get(Key(key)) == data
+            assert any(_holders(cluster, k)[0] == lost.peer_id for k, _ in blocks)
+            # ...but a key that is not content-addressed is only the primary's to serve
+            mine = [k for k in plain if _holders(cluster, k)[0] == lost.peer_id]
+            assert mine
+            with pytest.raises(UnavailableError):
+                await client.get(Key(mine[0]))
+            assert trio.current_time() - started < 60  # bounded by the client's deadline
+
+
+async def test_a_copy_refuses_an_older_or_second_primary_and_a_newer_one_fences(
+        tmp_path) -> None:
+    member = Identity.generate()  # a member with no slots: it can speak as a primary
+    with trio.fail_after(60):
+        async with local_cluster(tmp_path, 3, copies=2,
+                                 extra_members=[member.peer_id_str]) as cluster:
+            table = cluster.nodes[0].core.table
+            key = "/fence/k"
+            slot = key_slot(key)
+            primary, copy = table.copies(slot)
+            epoch = table.claim(slot)[0]
+            async with store_client(member, table) as sc:
+                async def replicate(at: int, value: bytes) -> wm.Response:
+                    return await sc.call_node(copy, wm.Replicate(0, ((slot, at),),
+                                                                 ((key, value),)))
+
+                for stale in (epoch - 1, epoch):  # older; the same epoch, another primary
+                    with pytest.raises(UnavailableError, match="newer configuration"):
+                        await replicate(stale, b"stale")
+                with pytest.raises(NotFoundError):
+                    await cluster.node(copy).datastore.get(key)
+                # a write naming a key of another slot is refused whole
+                other = next(f"/o/{i}" for i in range(99) if key_slot(f"/o/{i}") != slot)
+                with pytest.raises(Exception, match="does not list"):
+                    await sc.call_node(copy, wm.Replicate(0, ((slot, epoch + 1),),
+                                                          ((other, b"x"),)))
+                # a newer epoch is taken, and from then on the old primary is fenced
+                assert isinstance(await replicate(epoch + 1, b"newer"), wm.Ok)
+                assert await cluster.node(copy).datastore.get(key) == b"newer"
+            async with open_cluster_client(cluster.client_identity,
+                                           bootstrap=[cluster.nodes[0].addrs[0]],
+                                           options=FAST) as client:
+                with pytest.raises(UnavailableError, match="did not confirm"):
+                    await client.put(Key(key), b"old primary")
+            # a client is not a member: it cannot replicate at all
+            async with store_client(cluster.client_identity, table) as sc:
+                with pytest.raises(Exception, match="member"):
+                    await sc.call_node(primary, wm.Replicate(0, ((slot, epoch + 5),),
+                                                             ((key, b"x"),)))
