@@ -291,7 +291,7 @@ def test_store_message_truncated_or_empty_is_refused() -> None:
 def test_store_message_extra_fields_inside_it_are_ignored() -> None:
     """Issue 15: fields past the known ones (a newer peer's) are ignored; bytes past the
     message are still refused (above)."""
-    assert wm.decode(cbor2.dumps([1, 7, "/k", False, "extra", "more"])) == wm.Get(7, "/k")
+    assert wm.decode(cbor2.dumps([1, 7, "/k", False, False, "extra", "more"])) == wm.Get(7, "/k")
 
 
 @pytest.mark.parametrize("extra", [b"\x00", b"\xa0", b"\xff", cbor2.dumps({"t": "ping"})])
