@@ -344,8 +344,8 @@ class ClusterClient(Datastore):
 
     async def _read_copies(self, ops: list[Op]) -> None:
         """Ask each op's replicas in turn (any_copy); the first value wins. Blocks are
-        content-addressed and their readers verify them (unixfs, bitswap), so a copy's
-        answer is as good as the primary's. An op no copy answers keeps its error."""
+        content-addressed (dsclient's UnixFS exporter checks each against its CID), so a
+        copy's answer is as good as the primary's. An op no copy answers keeps its error."""
         async def read(op: Op) -> None:
             for peer in self.table.replicas_of(op.key):
                 try:

@@ -6,9 +6,9 @@ the slot ranges it serves; a ``MovedError`` names the node that serves one
 slot now (and its addresses). Both are folded in here. Slots nobody has
 claimed yet in our view are routed to any known node, whose MOVED answer
 then teaches us the owner (Redis clients do the same with a stale table).
-A node's ``NodeInfo`` also names the slots it holds a replica of: ``copies``
-gives the nodes a content-addressed block may be read from when its primary
-cannot answer (doc/copies.md).
+A node's ``NodeInfo`` also names the slots it holds a replica of:
+``replicas_of`` gives the nodes a content-addressed block may be read from
+when its primary cannot answer (doc/copies.md).
 
 ``probe_key`` finds a key whose slot is still unknown, so the client can
 discover owners by asking a node about that key. Everything here is pure:

@@ -365,7 +365,7 @@ class ClusterCore:
             result.lost.extend(more.lost)
         nodes_changed = self._table.merge_nodes(news.nodes)
         if news.settings is not None and self._table.merge_settings(news.settings):
-            nodes_changed = True
+            self._dirty = True
         if self._table.merge_clients(news.clients):
             self._dirty = True
         if result.lost:

@@ -80,6 +80,8 @@ class Replicator:
 
         An empty answer: every copy of every op's slot confirmed it."""
         table = self._driver.core.table
+        if not table.has_replicas():  # copies 1: nothing to do on the write path
+            return {}
         by_copy: dict[str, _ToCopy] = {}
         for i, (key, _value) in enumerate(ops):
             slot = key_slot(key)

@@ -259,13 +259,14 @@ class StoreService:
     async def _take_copies(self, peer: ID, request: wm.Replicate) -> None:
         """A copy's side: check the primary's epoch, then store the writes in one batch."""
         self._replicator.check(peer.to_base58(), request)
-        keys = [str(Key(k)) for k, _ in request.puts] + [str(Key(k)) for k in request.deletes]
-        async with self._locks.hold(keys):
+        puts = [(str(Key(k)), v) for k, v in request.puts]
+        deletes = [str(Key(k)) for k in request.deletes]
+        async with self._locks.hold([k for k, _ in puts] + deletes):
             batch = await self._ds.batch()
-            for key, value in request.puts:
-                batch.put(str(Key(key)), value)
-            for key in request.deletes:
-                batch.delete(str(Key(key)))
+            for key, value in puts:
+                batch.put(key, value)
+            for key in deletes:
+                batch.delete(key)
             await batch.commit()
 
     def _info(self, rid: int) -> wm.NodeInfo:
