@@ -19,7 +19,9 @@ Each operation then ends in one of three ways:
 - ``UnavailableError`` (node down, stream broken, node busy): retried with
   exponential backoff (``backoff``) while the op's ``request_timeout`` lasts
   (so ``--timeout 2`` bounds the op, not each of its attempts), then reported
-  as an UnavailableError naming the node and the slot.
+  as an UnavailableError naming the node and the slot. A slot with copies is
+  retried until the deadline (its copies take over by failover, and the
+  client asks them for the table); one without stops after the backoff list.
 
 Queries go to every node at once, with prefix, filters and orders pushed
 down, and are merged (``merge.py``). ``batch().commit()`` keeps the last op
@@ -295,12 +297,17 @@ class ClusterClient(Datastore):
                         retry.append(op)
                 elif isinstance(err, UnavailableError):
                     backoff = self.options.backoff
-                    if (op.failures < len(backoff)
-                            and trio.current_time() + backoff[op.failures] < deadline):
-                        waits.append(backoff[op.failures])
+                    replicas = self.table.replicas_of(op.key)
+                    wait = backoff[min(op.failures, len(backoff) - 1)]
+                    # A slot with copies fails over: its ops wait for that while the
+                    # deadline lasts; one without gives up after the backoff list.
+                    if ((op.failures < len(backoff) or replicas)
+                            and trio.current_time() + wait < deadline):
+                        waits.append(wait)
                         op.failures += 1
                         retry.append(op)
                         to_refresh.add(op.peer)
+                        to_refresh.update(replicas)  # after a failover, one of them leads
                     else:
                         op.error = UnavailableError(
                             f"node {op.peer} serving slot {key_slot(op.key)} is unavailable: "

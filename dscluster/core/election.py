@@ -49,8 +49,8 @@ same reason as in Paxos.
 
 This module is pure: the caller delivers messages, persists `Acceptor`
 state before sending what it returns, and supplies the members, the epochs
-and the FAIL view. The messages are dataclasses here, not yet registered on
-the wire (dscluster/wire/schema.py); doc/copies.md says what is left to wire.
+and the FAIL view (core/changes.py does, inside ClusterCore). The messages
+are registered on the wire by core/messages.py (tags 104-107).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 
 from dscluster.core.slots import SlotSet
 from dscluster.errors import BadRequestError
+from dscluster.wire.schema import Tagged
 
 
 @dataclass(frozen=True, order=True)
@@ -103,7 +104,7 @@ class Kind(enum.Enum):
 
 
 @dataclass(frozen=True)
-class VoteRequest:
+class VoteRequest(Tagged):
     epoch: int
     candidate: str
     kind: Kind
@@ -112,7 +113,7 @@ class VoteRequest:
 
 
 @dataclass(frozen=True)
-class Vote:
+class Vote(Tagged):
     epoch: int
     voter: str
     granted: bool
@@ -121,14 +122,14 @@ class Vote:
 
 
 @dataclass(frozen=True)
-class Propose:
+class Propose(Tagged):
     epoch: int
     candidate: str
     configs: SlotConfigs
 
 
 @dataclass(frozen=True)
-class Accepted:
+class Accepted(Tagged):
     epoch: int
     voter: str
     ok: bool

@@ -39,6 +39,7 @@ class GossipConfig:
     retry_ticks: int = 3  # migration messages are retransmitted this often
     batch_keys: int = 4096  # keys per MoveKeys (the migrator sends them in 1 MiB chunks)
     fanout: int = 0  # peers pinged per heartbeat (0: all); others still within pfail_ticks / 2
+    election_ticks: int = 4  # a copy-set election not decided by then is retried (core/changes.py)
 
 
 class Liveness(enum.Enum):

@@ -29,7 +29,8 @@ from before copies ignores the trailing field and still reads the claims),
 ``settings`` the cluster settings with the membership. Migration:
 MigrateBegin / MigrateBeginAck / MigrateAbort / Handoff / HandoffAck, all
 carrying the migration id chosen by the source so stale retransmissions are
-recognised.
+recognised. Copy-set changes (core/election.py, driven by core/changes.py):
+VoteRequest / Vote / Propose / Accepted, tags 104-107.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from dscluster.core.election import Accepted, Config, Propose, Vote, VoteRequest
+from dscluster.core.slots import SLOT_COUNT, SlotSet
 from dscluster.core.table import (
     MAX_PEER_ID,
     ClientInfo,
@@ -70,6 +73,25 @@ def _check_client(client: ClientInfo) -> None:
 register_struct(NodeInfo, _check_node)
 register_struct(ClientInfo, _check_client)
 register_struct(ClusterSettings)  # its __post_init__ checks the values
+
+
+def _check_slot_set(slots: SlotSet) -> None:
+    last = -2
+    for start, end in slots.ranges:
+        if not 0 <= start <= end < SLOT_COUNT or start <= last + 1:
+            raise ProtocolError("bad slot set: ranges must be in order, disjoint and in range")
+        last = end
+
+
+def _check_config(config: Config) -> None:
+    if config.epoch < -1 or any(not 0 < len(c) <= MAX_PEER_ID for c in config.copies):
+        raise ProtocolError("bad slot configuration: epoch or copy id out of range")
+    if len(set(config.copies)) != len(config.copies):
+        raise ProtocolError("bad slot configuration: a node holds two copies of a slot")
+
+
+register_struct(SlotSet, _check_slot_set)
+register_struct(Config, _check_config)
 
 
 def _check_runs(msg: Any) -> None:
@@ -158,11 +180,27 @@ class HandoffAck(Tagged):
     epoch: int
 
 
-Message = Ping | Pong | TableDelta | MigrateBegin | MigrateBeginAck | MigrateAbort | Handoff | HandoffAck
+def _check_config_runs(msg: Vote | Propose) -> None:
+    runs = msg.known if isinstance(msg, Vote) else msg.configs
+    last = -1
+    for start, end, _config in runs:
+        if not last < start <= end < SLOT_COUNT:
+            raise ProtocolError("bad slot configurations: runs must be in order and in range")
+        last = end
+
+
+# The election's own dataclasses (core/election.py) are the messages.
+message(104)(VoteRequest)
+message(105, _check_config_runs)(Vote)
+message(106, _check_config_runs)(Propose)
+message(107)(Accepted)
+
+Message = (Ping | Pong | TableDelta | MigrateBegin | MigrateBeginAck | MigrateAbort | Handoff
+           | HandoffAck | VoteRequest | Vote | Propose | Accepted)
 MESSAGE_TYPES: dict[int, type] = {
     cls.TAG: cls
     for cls in (Ping, Pong, TableDelta, MigrateBegin, MigrateBeginAck, MigrateAbort, Handoff,
-                HandoffAck)
+                HandoffAck, VoteRequest, Vote, Propose, Accepted)
 }
 
 

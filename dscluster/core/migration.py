@@ -218,6 +218,10 @@ class Migrations:
                 return m.source
         return None
 
+    def busy(self, slot: int) -> bool:
+        """Is the slot in any migration record of this node (either direction)?"""
+        return any(slot in m.slots for m in (*self._out.values(), *self._in.values()))
+
     def outgoing(self, mid: int) -> Migration | None:
         return self._out.get(mid)
 

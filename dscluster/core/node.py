@@ -11,7 +11,8 @@ The daemon feeds the core three kinds of input and carries out its output:
                                merge_clients, and the outcomes of data
                                actions: keys_listed, keys_moved, move_failed
   queries  route(key, exists_locally=, asking=) -> Serve | Ask | Moved
-           accepts_import(key, source), liveness(peer), table, migrations
+           accepts_import(key, source), liveness(peer), table, migrations,
+           copy_guard (which primaries' replicated writes this node may take)
   output   ready() -> Ready(state, messages, actions), then advance(ready)
 
 The Ready contract, in this order:
@@ -26,8 +27,10 @@ Persisting before sending is what makes acks meaningful: a target only says
 
 The migration state machine (the records, their retransmissions and the
 data actions the daemon carries out, with the per-key lock it must keep) is
-migration.py's `Migrations`; this core owns the slot table, the epoch and
-gossip, routes keys, and claims or releases slots when a migration hands off.
+migration.py's `Migrations`; copy-set changes by majority (failover of a FAIL
+primary, shrink of a FAIL copy) are changes.py's `CopyChanges`. This core
+owns the slot table, the epoch and gossip, routes keys, claims or releases
+slots when a migration hands off, and writes a won election into the table.
 """
 
 from __future__ import annotations
@@ -40,8 +43,11 @@ from typing import Any
 
 import cbor2
 
+from dscluster.core.changes import CopyChanges, acceptor_from_obj, acceptor_to_obj
+from dscluster.core.election import Acceptor, Config
 from dscluster.core.gossip import FailureDetector, GossipConfig, Liveness
 from dscluster.core.messages import (
+    Accepted,
     Handoff,
     HandoffAck,
     Message,
@@ -50,9 +56,13 @@ from dscluster.core.messages import (
     MigrateBeginAck,
     Ping,
     Pong,
+    Propose,
     TableDelta,
+    Vote,
+    VoteRequest,
 )
 from dscluster.core.migration import Action, ListKeys, Migration, Migrations, MoveKeys
+from dscluster.core.replication import CopyGuard
 from dscluster.core.routing import Decision, decide
 from dscluster.core.slots import SlotSet, key_slot
 from dscluster.core.table import (
@@ -81,11 +91,15 @@ class PersistentState:
     epoch: int  # the highest epoch this node has seen or made
     next_mid: int
     migrations: tuple[Migration, ...] = ()  # outgoing and incoming
+    promised: int = 0  # the election acceptor's promise (core/election.py)
+    accepted: tuple[tuple[int, Config], ...] = ()  # and the configurations it accepted
 
     def to_cbor(self) -> bytes:
-        return cbor2.dumps({"table": self.table.to_obj(), "epoch": self.epoch,
-                            "next_mid": self.next_mid,
-                            "migrations": [m.to_obj() for m in self.migrations]})
+        obj = {"table": self.table.to_obj(), "epoch": self.epoch, "next_mid": self.next_mid,
+               "migrations": [m.to_obj() for m in self.migrations]}
+        if self.promised or self.accepted:  # absent until copies: the form of before
+            obj["acceptor"] = acceptor_to_obj(self.promised, dict(self.accepted))
+        return cbor2.dumps(obj)
 
     @classmethod
     def from_cbor(cls, data: bytes) -> PersistentState:
@@ -98,8 +112,10 @@ class PersistentState:
         epoch, next_mid, migs = obj.get("epoch"), obj.get("next_mid"), obj.get("migrations")
         if type(epoch) is not int or type(next_mid) is not int or not isinstance(migs, list):
             raise ProtocolError("persisted state has bad fields")
+        promised, accepted = acceptor_from_obj(obj.get("acceptor"))
         return cls(SlotTable.from_obj(obj.get("table")), epoch, next_mid,
-                   tuple(Migration.from_obj(m) for m in migs))
+                   tuple(Migration.from_obj(m) for m in migs), promised,
+                   tuple(sorted(accepted.items())))
 
 
 @dataclass(frozen=True)
@@ -135,6 +151,9 @@ class ClusterCore:
         self._mig = Migrations(me, state.migrations, state.next_mid, config=self._cfg,
                                send=self._send, act=self._box.actions.append,
                                now=lambda: self._now, epoch=lambda: self._epoch)
+        self._changes = CopyChanges(me, Acceptor(me, state.promised, dict(state.accepted)),
+                                    send=self._send, rng=rng,
+                                    election_ticks=self._cfg.election_ticks)
         self._fd.watch(self._peers())
         self._mig.finish_handoffs(self._table)  # claims learned before a restart
         self._mig.resume_all()
@@ -171,6 +190,11 @@ class ClusterCore:
     def liveness(self, peer: str) -> Liveness:
         return self._fd.liveness(peer)
 
+    @property
+    def copy_guard(self) -> CopyGuard:
+        """The fence the replicator checks every replicated write against."""
+        return self._changes.guard
+
     def route(self, key: str | bytes, *, exists_locally: bool, asking: bool) -> Decision:
         slot = key_slot(key)
         return decide(self.me, slot, self._table.owner(slot), self._mig.migrating_to(slot),
@@ -184,11 +208,13 @@ class ClusterCore:
     # -- Ready / advance ---------------------------------------------------------------
 
     def _state(self) -> PersistentState:
+        acceptor = self._changes.acceptor
         return PersistentState(self._table.copy(), self._epoch, self._mig.next_mid,
-                               self._mig.records)
+                               self._mig.records, acceptor.promised,
+                               tuple(sorted(acceptor.accepted.items())))
 
     def _needs_persist(self) -> bool:
-        return self._dirty or self._mig.dirty
+        return self._dirty or self._mig.dirty or self._changes.dirty
 
     def has_ready(self) -> bool:
         return self._needs_persist() or bool(self._box.messages) or bool(self._box.actions)
@@ -201,6 +227,7 @@ class ClusterCore:
         if ready.state is not None:
             self._dirty = False
             self._mig.dirty = False
+            self._changes.dirty = False
         del self._box.messages[:len(ready.messages)]
         del self._box.actions[:len(ready.actions)]
 
@@ -299,6 +326,9 @@ class ClusterCore:
         newly = self._fd.evaluate(self._table.data_nodes())
         for peer in newly:
             log.warning("%s: peer %s is FAIL", self.me, peer)
+        self._epoch = self._changes.tick(self._now, self._table, self._fd.failed(), self._epoch,
+                                         self._mig.busy)
+        self._apply_won()
         ping = Ping(digest.buckets, digest.members, self._epoch,
                     self._fd.suspects(), self._fd.failed(), digest.roles)
         targets = peers if self._table.is_complete() and peers else sorted(set(peers) | set(self._seeds))
@@ -354,6 +384,18 @@ class ClusterCore:
                 self._on_handoff(sender, msg)
             case HandoffAck():
                 self._on_handoff_ack(sender, msg)
+            case VoteRequest():
+                self._epoch = max(self._epoch, msg.epoch)
+                self._changes.on_vote_request(sender, msg, self._table, self._fd.failed())
+            case Vote():
+                self._changes.on_vote(sender, msg)
+                self._apply_won()
+            case Propose():
+                self._epoch = max(self._epoch, msg.epoch)
+                self._changes.on_propose(sender, msg, self._table)
+            case Accepted():
+                self._changes.on_accepted(sender, msg)
+                self._apply_won()
             case _:
                 raise ProtocolError(f"unexpected message {type(msg).__name__}")
 
@@ -379,6 +421,27 @@ class ClusterCore:
             self._fd.watch(self._peers())
         if result.changed:
             self._mig.finish_handoffs(self._table)
+            self._changes.forget_committed(self._table)
+
+    def _apply_won(self) -> None:
+        """Write the configurations of won elections into the table, and tell everyone."""
+        for kind, subject, runs in self._changes.won:
+            buckets: set[int] = set()
+            for start, end, config in runs:
+                newer = [s for s in range(start, end + 1) if self._table.claim(s)[0] < config.epoch]
+                if not newer:
+                    continue
+                self._table.assign(SlotSet.from_slots(newer), (config.epoch, config.primary),
+                                   config.copies[1:])
+                self._epoch = max(self._epoch, config.epoch)
+                buckets.update(s // BUCKET_SIZE for s in newer)
+            log.warning("%s: %s of %s committed on %d buckets", self.me, kind.value, subject,
+                        len(buckets))
+            if buckets:
+                self._dirty = True
+                self._broadcast(self._delta(buckets))
+        self._changes.won.clear()
+        self._changes.forget_committed(self._table)
 
     def _gossip_reply(self, sender: str, msg: Ping | Pong) -> TableDelta:
         """What we hold that the sender's digest says differs."""

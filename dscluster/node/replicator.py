@@ -15,7 +15,8 @@ fewer copies than the set names: a primary whose copy is down stops
 acknowledging writes of that copy's slots until the copy returns; once
 gossip holds the copy PFAIL or FAIL it fails them at once, without a dial.
 
-On the copy, ``check`` runs the core's ``CopyGuard`` (core/replication.py)
+On the copy, ``check`` runs the core's ``CopyGuard`` (core/replication.py;
+elections this node stands for or votes in raise its fences, core/changes.py)
 for every slot of a ``Replicate``: a write from a primary whose epoch is
 older than one this copy knows for the slot, or from another primary at a
 known epoch, is refused. The table gives the guard what it knows; a newer
@@ -35,7 +36,7 @@ import trio
 
 from dscluster.core.election import Config
 from dscluster.core.gossip import Liveness
-from dscluster.core.replication import CopyGuard, Replicate, ReplicateRefused
+from dscluster.core.replication import Replicate, ReplicateRefused
 from dscluster.core.slots import SLOT_COUNT, key_slot
 from dscluster.errors import BadRequestError, DSClusterError, UnavailableError
 from dscluster.node.driver import CoreDriver
@@ -62,7 +63,6 @@ class Replicator:
         self._driver = driver
         self._call_peer = call_peer
         self.timeout = timeout
-        self._guard = CopyGuard(driver.core.me)
         self.forwarded = 0  # writes a copy confirmed (for metrics and tests)
         self.refused = 0  # Replicate requests this copy refused
 
@@ -143,8 +143,9 @@ class Replicator:
             if not 0 <= slot < SLOT_COUNT:
                 raise BadRequestError(f"slot {slot} out of range")
             claim_epoch, owner = table.claim(slot)
-            self._guard.learn(slot, Config(claim_epoch, table.copies(slot) if owner else ()))
-            verdict = self._guard.on_replicate(Replicate(request.id, slot, epoch, primary))
+            guard = self._driver.core.copy_guard  # fenced by elections too
+            guard.learn(slot, Config(claim_epoch, table.copies(slot) if owner else ()))
+            verdict = guard.on_replicate(Replicate(request.id, slot, epoch, primary))
             if isinstance(verdict, ReplicateRefused):
                 self.refused += 1
                 raise UnavailableError(

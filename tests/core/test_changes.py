@@ -1,0 +1,128 @@
+"""Failover and shrink by majority, driven inside ClusterCore (core/changes.py)."""
+
+import random
+
+import cbor2
+import pytest
+
+from dscluster.core.election import Config, Kind, Propose, Vote, VoteRequest
+from dscluster.core.gossip import Liveness
+from dscluster.core.messages import decode, encode
+from dscluster.core.node import ClusterCore, PersistentState
+from dscluster.core.planner import with_copies
+from dscluster.core.slots import SLOT_COUNT, SlotSet
+from dscluster.core.table import SlotTable
+from dscluster.errors import ProtocolError
+from tests.core.test_node import CFG, Net
+
+
+def copies_cluster(ids: list[str], copies: int = 2) -> Net:
+    table = with_copies(SlotTable.initial(ids), copies)
+    return Net([ClusterCore.bootstrap(i, table, rng=random.Random(i), config=CFG) for i in ids])
+
+
+def ticks_until(net: Net, done, limit: int = 60) -> int:
+    for n in range(1, limit + 1):
+        net.tick()
+        if done():
+            return n
+    raise AssertionError(f"not done within {limit} ticks")
+
+
+def test_a_replica_takes_over_the_slots_of_a_dead_primary_and_everyone_agrees() -> None:
+    net = copies_cluster(["A", "B", "C"])
+    net.tick(2)
+    before = net.cores["B"].table.copy()
+    a_slots = list(before.slots_of("A"))
+    net.cut.add("A")
+    ticks_until(net, lambda: all(net.cores[n].table.owner(s) != "A"
+                                 for n in "BC" for s in a_slots))
+    b, c = net.cores["B"].table, net.cores["C"].table
+    assert b.digest() == c.digest()
+    for s in a_slots:
+        old = before.copies(s)
+        assert b.copies(s) == old[1:]  # the in-sync replica, alone: an agreed shrink
+        assert b.claim(s)[0] > before.claim(s)[0]
+    # Slots A was only a replica of lose that copy by a shrink, in an election after.
+    ticks_until(net, lambda: all("A" not in net.cores[n].table.copies(s)
+                                 for n in "BC" for s in range(SLOT_COUNT)))
+    assert all(len(b.copies(s)) >= 1 for s in range(SLOT_COUNT))
+    # The old primary comes back and learns it lost them: no two primaries.
+    net.cut.clear()
+    net.tick(4)
+    a = net.cores["A"].table
+    assert a.digest() == b.digest()
+    assert not a.slots_of("A")
+
+
+def test_a_primary_shrinks_a_dead_copy_out_and_a_minority_changes_nothing() -> None:
+    net = copies_cluster(["A", "B", "C"])
+    net.tick(2)
+    before = net.cores["A"].table.copy()
+    net.cut.add("C")  # C alone: the minority
+    ticks_until(net, lambda: all("C" not in net.cores["A"].table.copies(s)
+                                 for s in range(SLOT_COUNT)))
+    # The minority's table is unchanged: it could win no election.
+    c = net.cores["C"].table
+    assert c.digest() == before.digest()
+    assert net.cores["C"].liveness("A") is not Liveness.UP
+    a = net.cores["A"].table
+    for s in before.slots_of("A"):
+        assert a.copies(s) == tuple(x for x in before.copies(s) if x != "C")
+
+
+def test_a_partitioned_primary_is_fenced_by_the_copy_that_stood() -> None:
+    net = copies_cluster(["A", "B", "C"])
+    net.tick(2)
+    slot = next(s for s in net.cores["B"].table.slots_of("A")
+                if net.cores["B"].table.replicas(s) == ("B",))
+    old_epoch = net.cores["B"].table.claim(slot)[0]
+    net.cut.add("A")
+    ticks_until(net, lambda: net.cores["B"].table.owner(slot) == "B")
+    from dscluster.core.replication import Replicate, ReplicateRefused
+
+    verdict = net.cores["B"].copy_guard.on_replicate(Replicate(1, slot, old_epoch, "A"))
+    assert isinstance(verdict, ReplicateRefused)
+
+
+def test_the_promise_survives_a_restart_and_old_state_reads_without_one() -> None:
+    net = copies_cluster(["A", "B", "C"])
+    net.tick(2)
+    net.cut.add("A")
+    ticks_until(net, lambda: net.cores["B"].table.owner(0) != "A"
+                and net.cores["C"].table.owner(0) != "A")
+    state = PersistentState.from_cbor(net.disk["C"])
+    assert state.promised > 0
+    reborn = ClusterCore("C", state, rng=random.Random(0), config=CFG)
+    stale = VoteRequest(state.promised, "B", Kind.FAILOVER, "A", SlotSet.of([(0, 0)]))
+    reborn.step("B", stale)
+    votes = [m for _, m in reborn.ready().messages if isinstance(m, Vote)]
+    assert votes and not votes[0].granted  # one vote per epoch, across restarts
+    # A state written before copies has no acceptor field and decodes as a fresh one.
+    raw = cbor2.loads(net.disk["C"])
+    raw.pop("acceptor")
+    old = PersistentState.from_cbor(cbor2.dumps(raw))
+    assert (old.promised, old.accepted) == (0, ())
+    raw["acceptor"] = {"promised": "x", "accepted": []}
+    with pytest.raises(ProtocolError, match="acceptor"):
+        PersistentState.from_cbor(cbor2.dumps(raw))
+
+
+def test_election_messages_from_strangers_or_impostors_are_ignored_and_garbage_refused() -> None:
+    net = copies_cluster(["A", "B", "C"])
+    net.tick(2)
+    b = net.cores["B"]
+    b.ready(), b.advance(b.ready())
+    b.step("Z", VoteRequest(50, "Z", Kind.SHRINK, "A", SlotSet.of([(0, 9)])))
+    b.step("C", VoteRequest(51, "A", Kind.SHRINK, "C", SlotSet.of([(0, 9)])))  # C speaks for A
+    assert not [m for _, m in b.ready().messages if isinstance(m, Vote)]
+    b.step("C", Propose(52, "A", ((0, 9, Config(52, ("A",))),)))
+    assert not b.ready().messages
+    for bad in ([104, 5, "A", "failover", "B", [[[9, 3]]]],  # a range backwards
+                [104, 5, "A", "sideways", "B", [[[0, 3]]]],  # no such kind
+                [106, 5, "A", [[0, 3, [5, ["A", "A"]]]]],  # two copies on one node
+                [105, 5, "C", True, [[0, 99999, [1, ["A"]]]], 5]):  # a slot out of range
+        with pytest.raises(ProtocolError):
+            decode(cbor2.dumps(bad))
+    ok = Propose(5, "A", ((0, 3, Config(5, ("A", "B"))),))
+    assert decode(encode(ok)) == ok
