@@ -45,7 +45,6 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 
 from dscluster.core.election import (
-    NO_CONFIG,
     Accepted,
     Acceptor,
     Config,
@@ -196,11 +195,9 @@ class CopyChanges:
         return vote
 
     def _accept(self, proposal: Propose) -> Accepted:
-        before = (self.acceptor.promised, len(self.acceptor.accepted))
         accepted = self.acceptor.on_propose(proposal)
-        if accepted.ok and (self.acceptor.promised, len(self.acceptor.accepted)) != before:
-            self.dirty = True
         if accepted.ok:
+            self.dirty = True  # promise or configurations may have changed: persist first
             for slot, config in per_slot(proposal.configs).items():
                 if self.me in config.copies:
                     self.guard.fence(slot, config.epoch)
@@ -217,7 +214,6 @@ class CopyChanges:
     def on_propose(self, sender: str, proposal: Propose, table: SlotTable) -> None:
         if proposal.candidate != sender or sender not in table.data_nodes():
             return
-        self.dirty = True  # accepted configs are compared whole: persist whatever changed
         self._send(sender, self._accept(proposal))
 
     def forget_committed(self, table: SlotTable) -> None:
@@ -259,4 +255,4 @@ def acceptor_from_obj(obj: object) -> tuple[int, dict[int, Config]]:
     return promised, configs
 
 
-__all__ = ["NO_CONFIG", "CopyChanges", "acceptor_from_obj", "acceptor_to_obj", "table_config"]
+__all__ = ["CopyChanges", "acceptor_from_obj", "acceptor_to_obj", "table_config"]
