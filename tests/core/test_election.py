@@ -114,6 +114,31 @@ def test_derive_rules() -> None:
     assert derive(Kind.SHRINK, "R1", "R2", BASE, 9) is None  # only the primary shrinks
     assert derive(Kind.GROW, "P", "X", BASE, 9) == Config(9, ("P", "R1", "R2", "X"))
     assert derive(Kind.GROW, "P", "R1", BASE, 9) is None  # no two copies on one node
+    # An earlier try of the same change, accepted but never seen committed: again.
+    taken = Config(5, ("R1", "R2"))
+    assert derive(Kind.FAILOVER, "R1", "P", taken, 9) == Config(9, ("R1", "R2"))
+    assert derive(Kind.SHRINK, "P", "R1", Config(5, ("P", "R2")), 9) == Config(9, ("P", "R2"))
+    assert derive(Kind.FAILOVER, "R2", "P", taken, 9) is None  # another's win: not ours
+
+
+def test_a_candidate_whose_acceptance_was_lost_wins_the_same_change_next_time() -> None:
+    members = ["P", "R1", "R2"]
+    voter = Acceptor("R2")
+    table = table_of({0: BASE, 1: BASE})
+    first = Election("R1", 4, Kind.FAILOVER, "P", SLOTS, members)
+    mine = Acceptor("R1")
+    first.on_vote(mine.on_vote_request(first.request(), table, ["P"]))
+    proposal = first.on_vote(voter.on_vote_request(first.request(), table, ["P"]))
+    assert proposal is not None
+    mine.on_propose(proposal)
+    voter.on_propose(proposal)  # accepted, but its Accepted never reaches R1
+    again = Election("R1", 5, Kind.FAILOVER, "P", SLOTS, members)
+    again.on_vote(mine.on_vote_request(again.request(), table, ["P"]))
+    retry = again.on_vote(voter.on_vote_request(again.request(), table, ["P"]))
+    assert retry is not None, "the base now names R1 primary: it must propose that again"
+    again.on_accepted(mine.on_propose(retry))
+    assert again.on_accepted(voter.on_propose(retry))
+    assert again.won() == ((0, 1, Config(5, ("R1", "R2"))),)
     with pytest.raises(BadRequestError):
         Election("P", 1, Kind.FAILOVER, "P", SLOTS, MEMBERS)
 
