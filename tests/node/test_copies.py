@@ -102,9 +102,6 @@ async def test_without_a_majority_a_primary_whose_copy_is_dead_acknowledges_noth
                 assert [stored[p] for p in _holders(cluster, k)] == [b"w", b"w"]
 
 
-# Out of the default run: on real hosts the second survivor's failover election is
-# sometimes retried at rising epochs and not won (doc/copies.md, "Known bug").
-@pytest.mark.slow
 async def test_writes_and_reads_go_on_after_a_node_dies_with_nothing_lost(tmp_path) -> None:
     """Three nodes, two copies: kill one; its slots fail over to their copies and
     the copies it held are shrunk out, by majority; every acknowledged write
