@@ -62,7 +62,9 @@ def test_thousand_concurrent_requests_are_bounded(gw: GatewayCluster) -> None:
     after = scrape(gw.tight_url)
     assert value(after, "dscluster_http_requests_in_flight") == 0
     busy = after.get(("dscluster_http_rejected_total", (("reason", "busy"),)), 0.0)
-    assert busy - busy_before == results.count(503)
+    # Every 503 a client read was counted; under load a client may also lose a 503
+    # the server sent (its connection reset first: -1), which the server counted too.
+    assert results.count(503) <= busy - busy_before <= results.count(503) + results.count(-1)
     # and the port still answers
     assert httpx.get(f"{gw.tight_url}/ipfs/{cid}", timeout=60).content == gw.data["hello"]
 
