@@ -14,6 +14,9 @@ copy that file, so the operator is authorized on every node from the start
 (``dsclient --conf DIR/client status``). More clients are authorized with
 ``dsclient cluster auth add PEER ROLE``.
 
+``dscfg cluster --copies N`` places N copies of every slot on distinct nodes
+(primary first, the replicas spread over the others; doc/copies.md).
+
 ``dscfg client FILE`` writes a client config: its own identity, no slots.
 
 ``dscfg cluster --private-network`` also writes DIR/swarm.key (Kubo's
@@ -46,7 +49,9 @@ from dscluster.config import (
     save_config,
     write_private_file,
 )
+from dscluster.core.planner import with_copies
 from dscluster.core.slots import SLOT_COUNT, initial_ranges
+from dscluster.core.table import MAX_COPIES, SlotTable
 from dscluster.net.host import parse_multiaddr, parse_peer_id
 from dscluster.net.pnet import SWARM_KEY_FILE, format_swarm_key, new_swarm_key
 from dscluster.roles import Role, format_clients, load_clients, save_clients
@@ -104,6 +109,11 @@ def cluster(
     operator: Annotated[bool, typer.Option(
         "--client/--no-client",
         help="Write an operator client config, admin (and read-write) on every node.")] = True,
+    copies: Annotated[int, typer.Option(
+        help="Copies of every slot, on distinct nodes: the cluster then loses no "
+             "acknowledged write with copies-1 disks gone, and fails a dead primary over "
+             "when a majority of nodes is alive (doc/copies.md). 1 is go-ds-cluster's.",
+    )] = 1,
 ) -> None:
     """Write the bootstrap node's config for a new cluster and print its multiaddr.
 
@@ -115,6 +125,9 @@ def cluster(
         raise UserError(f"--cluster-node-number must be between 1 and {SLOT_COUNT}, got {nodes}")
     if base_port < 0 or base_port + nodes - 1 > 65535:
         raise UserError(f"--base-port {base_port} leaves no room for {nodes} ports")
+    if not 1 <= copies <= min(nodes, MAX_COPIES):
+        raise UserError(f"--copies must be between 1 and {min(nodes, MAX_COPIES)} "
+                        f"(at most one copy per node), got {copies}")
     parse_multiaddr(f"/ip4/{host}/tcp/1")  # ConfigError for a bad address
     target = directory.expanduser()
     if (target / CONFIG_JSON).exists() and not force:
@@ -125,10 +138,8 @@ def cluster(
     ports = (list(range(base_port, base_port + nodes)) if base_port
              else _free_tcp_ports(host, nodes))
     identities = [IdentityConfig.generate() for _ in range(nodes)]
-    entries = tuple(
-        NodeEntry(ident.peer_id, (slots,), (f"/ip4/{host}/tcp/{port}",))
-        for ident, slots, port in zip(identities, initial_ranges(nodes), ports, strict=True)
-    )
+    entries = _entries([i.peer_id for i in identities], [f"/ip4/{host}/tcp/{p}" for p in ports],
+                       copies)
     cfg = NodeConfig(
         identity=identities[0],
         swarm=entries[0].swarm,
@@ -136,6 +147,7 @@ def cluster(
         bootstrap_node=True,
         identity_list=tuple(identities),
         join_secret_file=JOIN_SECRET_FILE,
+        copies=copies,
     )
     secret = secrets.token_urlsafe(32)
     write_private_file(target / JOIN_SECRET_FILE, secret + "\n")
@@ -152,6 +164,23 @@ def cluster(
         peer = _write_operator(target, operator_dir, bootstrap, swarm_key)
         typer.echo(f"wrote {operator_dir / CONFIG_JSON}: client {peer}, admin on every node; "
                    f"try: dsclient --conf {operator_dir} status")
+
+
+def _entries(ids: list[str], addrs: list[str], copies: int) -> tuple[NodeEntry, ...]:
+    """go-ds-cluster's initial split, with each slot's replicas spread over the others."""
+    table = SlotTable.initial(ids)
+    if copies > 1:
+        table = with_copies(table, copies)
+    held: dict[str, list[tuple[int, int, int]]] = {}
+    for start, end, _epoch, _owner, replicas in table.copy_runs():
+        for place, node in enumerate(replicas, 1):
+            ranges = held.setdefault(node, [])
+            if ranges and ranges[-1][1] + 1 == start and ranges[-1][2] == place:
+                ranges[-1] = (ranges[-1][0], end, place)
+            else:
+                ranges.append((start, end, place))
+    return tuple(NodeEntry(node, (slots,), (addr,), tuple(held.get(node, ())))
+                 for node, slots, addr in zip(ids, initial_ranges(len(ids)), addrs, strict=True))
 
 
 def _write_operator(node_dir: Path, where: Path, bootstrap: str, swarm_key: str) -> str:

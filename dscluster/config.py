@@ -5,8 +5,9 @@ JSON with go-ds-cluster's field names (``identity.peer_id``, ``identity.sk``,
 ``addresses.swarm``, ``nodes[].id/slots/swarm``, ``disable_delete``,
 ``read_only_client``, ``bootstrap_node``, ``identity_list``), so either
 project reads the other's files. Our additions are extra keys Go ignores:
-``datastore`` (kind, path, mongodb_uri), ``join_secret_file`` and, for
-clients, ``bootstrap_addrs``.
+``datastore`` (kind, path, mongodb_uri), ``join_secret_file``, the copies
+(``copies`` and ``nodes[].replicas``, doc/copies.md) and, for clients,
+``bootstrap_addrs``.
 
 Loading validates everything up front and raises ``ConfigError`` naming the
 file and the field (``config.json: nodes[1].slots: ...``). A node's ``slots``
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dscluster.core.slots import SLOT_COUNT, Range, normalize_ranges
+from dscluster.core.table import MAX_COPIES, ClusterSettings
 from dscluster.errors import ConfigError
 from dscluster.net.host import Identity, parse_multiaddr, parse_peer_id
 
@@ -68,6 +70,7 @@ class NodeEntry:
     id: str
     slots: tuple[Range, ...]
     swarm: tuple[str, ...] = ()
+    replicas: tuple[tuple[int, int, int], ...] = ()  # (start, end, place in the copy sets)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class NodeConfig:
     identity_list: tuple[IdentityConfig, ...] = ()  # bootstrap node only: others' keys
     datastore: DatastoreConfig = field(default_factory=DatastoreConfig)
     join_secret_file: str = ""  # relative to the config directory
+    copies: int = 1  # the cluster's copies setting (doc/copies.md); absent in go-ds-cluster's
 
 
 @dataclass(frozen=True)
@@ -212,10 +216,32 @@ def _nodes(f: _Fields) -> tuple[NodeEntry, ...]:
                 if s in owner:
                     nf.fail(f"slot {s} is also owned by {owner[s]}", "slots")
                 owner[s] = node_id
-        nodes.append(NodeEntry(node_id, slots, nf.strings("swarm", parse_multiaddr)))
+        nodes.append(NodeEntry(node_id, slots, nf.strings("swarm", parse_multiaddr),
+                               _replicas(nf)))
     if len({n.id for n in nodes}) != len(nodes):
         f.fail("the same node id is listed twice", "nodes")
     return tuple(nodes)
+
+
+def _replicas(nf: _Fields) -> tuple[tuple[int, int, int], ...]:
+    """A node's "replicas": [{"start", "end", "copy"}] (dscluster/tableconfig.py)."""
+    out = []
+    for where, item in nf.items("replicas"):
+        rf = _Fields(nf.source, item, where)
+        start, end, place = rf.get("start", int), rf.get("end", int), rf.get("copy", int)
+        if not 0 <= start <= end < SLOT_COUNT:
+            rf.fail(f"bad range {start}-{end} (slots are 0..{SLOT_COUNT - 1})")
+        if not 1 <= place < MAX_COPIES:
+            rf.fail(f"must be from 1 to {MAX_COPIES - 1} (the primary is copy 0)", "copy")
+        out.append((start, end, place))
+    return tuple(out)
+
+
+def _copies(f: _Fields) -> int:
+    copies = f.get("copies", int, 1)
+    if not 1 <= copies <= MAX_COPIES:
+        f.fail(f"must be from 1 to {MAX_COPIES}", "copies")
+    return copies
 
 
 def _read_json(path: Path) -> tuple[str, Any]:
@@ -261,7 +287,13 @@ def load_node_config(path: str | os.PathLike[str]) -> NodeConfig:
         datastore=DatastoreConfig(kind, ds.get("path", str, "datastore"), uri,
                                   ds.get("sync", bool, False)),
         join_secret_file=f.get("join_secret_file", str, ""),
+        copies=_copies(f),
     )
+    if any(n.replicas for n in cfg.nodes):  # copy sets must be whole: check them now
+        try:
+            table_of(cfg)
+        except ConfigError as exc:
+            f.fail(str(exc), "nodes")
     if not cfg.swarm:
         f.fail("a node needs at least one listen address", "addresses.swarm")
     if cfg.bootstrap_node and not cfg.identity_list:
@@ -290,7 +322,10 @@ def _slots_json(slots: tuple[Range, ...]) -> Any:
 
 
 def _nodes_json(nodes: tuple[NodeEntry, ...]) -> list[dict[str, Any]]:
-    return [{"id": n.id, "slots": _slots_json(n.slots), "swarm": list(n.swarm)} for n in nodes]
+    return [{"id": n.id, "slots": _slots_json(n.slots), "swarm": list(n.swarm),
+             **({"replicas": [{"start": a, "end": b, "copy": c} for a, b, c in n.replicas]}
+                if n.replicas else {})}  # only then: go-ds-cluster's form stays as it was
+            for n in nodes]
 
 
 def _identity_json(i: IdentityConfig) -> dict[str, str]:
@@ -310,6 +345,7 @@ def node_config_json(cfg: NodeConfig) -> dict[str, Any]:
                       "mongodb_uri": cfg.datastore.mongodb_uri,
                       **({"sync": True} if cfg.datastore.sync else {})},
         "join_secret_file": cfg.join_secret_file,
+        **({"copies": cfg.copies} if cfg.copies != 1 else {}),
     }
 
 
@@ -368,9 +404,10 @@ def read_join_secret(cfg: NodeConfig, config_dir: str | os.PathLike[str]) -> str
 
 
 def table_of(cfg: NodeConfig) -> SlotTable:
-    """The slot table a node config describes (every node's slots and addresses)."""
+    """The slot table a node config describes (every node's slots, copies and addresses)."""
     from dscluster.tableconfig import table_from_config
 
     return table_from_config([
-        {"id": n.id, "slots": [{"start": s, "end": e} for s, e in n.slots], "swarm": list(n.swarm)}
-        for n in cfg.nodes])
+        {"id": n.id, "slots": [{"start": s, "end": e} for s, e in n.slots], "swarm": list(n.swarm),
+         "replicas": [{"start": a, "end": b, "copy": c} for a, b, c in n.replicas]}
+        for n in cfg.nodes], ClusterSettings(cfg.copies, 0))

@@ -1,6 +1,6 @@
 """Run a local cluster of real dscluster processes: what `make run` starts.
 
-    python -m dscluster.localcluster [--nodes 3] [--dir DIR] [--datastore KIND]
+    python -m dscluster.localcluster [--nodes 3] [--copies 1] [--dir DIR] [--datastore KIND]
 
 Runs `dscfg cluster` (which writes an operator client at DIR/client, admin
 and read-write on every node), starts the bootstrap node, then the others
@@ -58,10 +58,10 @@ def instructions(base: str) -> list[str]:
     ]
 
 
-async def _run(nodes: int, base: str, datastore: str) -> None:
+async def _run(nodes: int, base: str, datastore: str, copies: int) -> None:
     client = os.path.join(base, CLIENT_DIR)
     async with LocalCluster(base, nodes, datastore=datastore, tick=0.5,
-                            operator_client=client) as cluster:
+                            operator_client=client, copies=copies) as cluster:
         print(f"ds-cluster: {nodes} nodes, configs, data and logs in {base}")
         for i in range(nodes):
             addrs = cluster.listening_addrs(i)
@@ -83,13 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--dir", default="", help="default: a new directory under /tmp")
     parser.add_argument("--datastore", default="leveldb")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="copies of every slot, on distinct nodes (doc/copies.md)")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
+    if not 1 <= args.copies <= args.nodes:
+        parser.error(f"--copies must be between 1 and --nodes ({args.nodes})")
     base = os.path.abspath(args.dir) if args.dir else tempfile.mkdtemp(prefix="dscluster-")
     os.makedirs(base, exist_ok=True)
     try:
-        trio.run(_run, args.nodes, base, args.datastore)
+        trio.run(_run, args.nodes, base, args.datastore, args.copies)
     except KeyboardInterrupt:
         pass
     except RuntimeError as exc:  # a node did not start: its log says why

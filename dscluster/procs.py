@@ -39,19 +39,21 @@ class ProcessCluster:
     ``client_identity`` is authorized read-write (with ``admin_client`` also
     listed in every node's DIR/admins). ``operator_client`` is the directory
     that ``dscfg cluster --client-dir`` fills with an admin client config
-    ("" for none).
+    ("" for none). ``copies`` is the cluster's (``dscfg cluster --copies``).
     """
 
     def __init__(self, base_dir: str | os.PathLike[str], n: int = 3, *,
                  datastore: str = "leveldb", tick: float = 0.2,
                  extra_args: Sequence[str] = (), admin_client: bool = False,
-                 env: Mapping[str, str] | None = None, operator_client: str = "") -> None:
+                 env: Mapping[str, str] | None = None, operator_client: str = "",
+                 copies: int = 1) -> None:
         self.base = os.fspath(base_dir)
         self.env = {**os.environ, **env} if env else None  # the daemons' environment
         self.admin_client = admin_client  # the client identity is also a cluster admin
         self.operator_client = operator_client
         self.n = n
         self.datastore = datastore
+        self.copies = copies  # dscfg cluster --copies
         self.tick = tick
         self.extra_args = list(extra_args)
         self.client_identity = Identity.generate()
@@ -84,7 +86,8 @@ class ProcessCluster:
             return f.read()
 
     async def __aenter__(self) -> ProcessCluster:
-        dscfg = [script("dscfg"), "cluster", f"--cluster-node-number={self.n}", self.conf(0)]
+        dscfg = [script("dscfg"), "cluster", f"--cluster-node-number={self.n}",
+                 f"--copies={self.copies}", self.conf(0)]
         dscfg += ["--client-dir", self.operator_client] if self.operator_client else \
             ["--no-client"]
         out = subprocess.run(dscfg, check=True, capture_output=True, text=True)

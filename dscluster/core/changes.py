@@ -17,6 +17,9 @@ before anything it sends, per the Ready contract).
   - a *shrink*: slots this node is primary of with a replica FAIL in its
     view (one such replica per election), so that writes of those slots,
     which stop while a copy cannot confirm them, resume on the copies left.
+  and then the *grow* the node asked for (`grow`: a new copy that holds
+  every key of the slots, filled by node/refill.py while it was sent every
+  write as a learner).
   Slots in a migration are left alone (the migration owns their entries).
 * **Standing.** The epoch is above every epoch the node knows and every
   promise it was told of; the node fences its own copies of those slots at
@@ -93,6 +96,9 @@ class CopyChanges:
         self._due_since: int | None = None  # when a change first fell due
         self._highest_promise = acceptor.promised
         self.won: list[tuple[Kind, str, SlotConfigs]] = []  # committed, for the core to apply
+        # A grow the node asked for once the new copy holds every key (node/refill.py):
+        # stood for, and retried, until the table holds the copy in those slots.
+        self.grow: tuple[str, SlotSet] | None = None
 
     # -- the candidate ---------------------------------------------------------------
 
@@ -108,9 +114,10 @@ class CopyChanges:
             self._highest_promise = max(self._highest_promise, self.running.highest_promise)
             self.running = None
             self._next_try = now + self._rng.randint(1, self._ticks)
-        if now < self._next_try or not failed or not table.has_replicas():
+        if now < self._next_try:
             return epoch
-        change = self._due(table, set(failed), busy)
+        change = (self._due(table, set(failed), busy) if failed and table.has_replicas()
+                  else None) or self._grow_due(table, busy)
         if change is None:
             self._due_since = None
             return epoch
@@ -132,7 +139,7 @@ class CopyChanges:
             self.guard.fence(slot, new_epoch)
         request = election.request()
         self._on_vote(election, self._vote(request, table, failed))
-        for peer in election.members - {self.me}:
+        for peer in self._voters(election):
             self._send(peer, request)
         return new_epoch
 
@@ -140,23 +147,48 @@ class CopyChanges:
              busy: Callable[[int], bool]) -> tuple[Kind, str, SlotSet] | None:
         failover: dict[str, list[int]] = {}
         shrink: dict[str, list[int]] = {}
-        for slot in range(SLOT_COUNT):
-            copies = table.copies(slot)
-            if len(copies) < 2 or self.me not in copies or busy(slot):
+        for start, end, _epoch, owner, replicas in table.copy_runs():  # cached per bucket
+            if not replicas or (owner != self.me and self.me not in replicas):
                 continue
-            if copies[0] in failed:
-                alive = [c for c in copies[1:] if c not in failed]
-                if alive and alive[0] == self.me:
-                    failover.setdefault(copies[0], []).append(slot)
-            elif copies[0] == self.me:
-                dead = [c for c in copies[1:] if c in failed]
-                if dead:
-                    shrink.setdefault(dead[0], []).append(slot)
+            if owner in failed:
+                alive = [c for c in replicas if c not in failed]
+                if not alive or alive[0] != self.me:
+                    continue
+                found = failover.setdefault(owner, [])
+            elif owner == self.me:
+                dead = [c for c in replicas if c in failed]
+                if not dead:
+                    continue
+                found = shrink.setdefault(dead[0], [])
+            else:
+                continue
+            found.extend(s for s in range(start, end + 1) if not busy(s))
+        failover = {k: v for k, v in failover.items() if v}
+        shrink = {k: v for k, v in shrink.items() if v}
         for kind, found in ((Kind.FAILOVER, failover), (Kind.SHRINK, shrink)):
             if found:
                 subject = min(found)
                 return kind, subject, SlotSet.from_slots(found[subject])
         return None
+
+    def _voters(self, election: Election) -> frozenset[str]:
+        """Whom to ask: every member but me and, for a failover or shrink, the FAIL
+        node it drops (which still counts in the quorum; asking it is a wasted send)."""
+        dead = {election.subject} if election.kind is not Kind.GROW else set()
+        return election.members - {self.me} - dead
+
+    def _grow_due(self, table: SlotTable,
+                  busy: Callable[[int], bool]) -> tuple[Kind, str, SlotSet] | None:
+        """The grow the node asked for (`grow`), on the slots still without that copy."""
+        if self.grow is None:
+            return None
+        subject, slots = self.grow
+        left = [s for s in slots if table.owner(s) == self.me
+                and subject not in table.copies(s) and not busy(s)]
+        if not left or subject not in table.data_nodes():
+            self.grow = None  # committed, or no longer ours to grow
+            return None
+        return Kind.GROW, subject, SlotSet.from_slots(left)
 
     def on_vote(self, sender: str, vote: Vote) -> None:
         if self.running is not None and vote.voter == sender:
@@ -166,7 +198,7 @@ class CopyChanges:
         proposal = election.on_vote(vote)
         if proposal is None:
             return
-        for peer in election.members - {self.me}:
+        for peer in self._voters(election):
             self._send(peer, proposal)
         self._on_accepted(election, self._accept(proposal))
 

@@ -181,7 +181,7 @@ class Outcome(enum.Enum):
 def derive(kind: Kind, candidate: str, subject: str, base: Config, epoch: int) -> Config | None:
     """The configuration this change makes of `base`, or None if it does not apply there."""
     copies = base.copies
-    if kind is not Kind.GROW and base.primary == candidate and subject not in copies:
+    if base.primary == candidate and (subject in copies) == (kind is Kind.GROW):
         # This change was already proposed and accepted somewhere, its commit unseen
         # (an Accepted lost): propose that configuration again, as Paxos adopts the
         # highest accepted value, or the slot could never be taken.

@@ -195,6 +195,40 @@ class ClusterCore:
         """The fence the replicator checks every replicated write against."""
         return self._changes.guard
 
+    # -- re-replication (node/refill.py fills the copy, then asks for the grow) ----------
+
+    def refill_plan(self) -> tuple[str, SlotSet] | None:
+        """Slots I am primary of with fewer copies than the setting, and the live data
+        member to copy them to (the one holding fewest slots and copies); None if none.
+
+        A node's copies of a dead node's slots end up spread: each primary picks
+        for itself, and each pick counts what is held already."""
+        t = self._table
+        want = t.settings.copies
+        if want < 2 or self._changes.grow is not None:
+            return None
+        held = t.slot_counts()
+        for peer, n in t.replica_counts().items():
+            held[peer] = held.get(peer, 0) + n
+        live = sorted((held.get(p, 0), p) for p in t.data_nodes()
+                      if p != self.me and self.liveness(p) is Liveness.UP)
+        short = [s for s in t.slots_of(self.me)
+                 if len(t.copies(s)) < want and not self._mig.busy(s)]
+        for _count, target in live:
+            slots = [s for s in short if target not in t.copies(s)]
+            if slots:
+                return target, SlotSet.from_slots(slots)
+        return None
+
+    def request_grow(self, target: str, slots: SlotSet) -> None:
+        """`target` holds every key of `slots` (and is sent their writes): stand for
+        adding it to their copy sets, retrying until the table holds it there."""
+        self._changes.grow = (target, slots)
+
+    @property
+    def growing(self) -> tuple[str, SlotSet] | None:
+        return self._changes.grow
+
     def route(self, key: str | bytes, *, exists_locally: bool, asking: bool) -> Decision:
         slot = key_slot(key)
         return decide(self.me, slot, self._table.owner(slot), self._mig.migrating_to(slot),

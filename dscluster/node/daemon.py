@@ -13,6 +13,8 @@ close) plus what this package adds:
                 persisted roles are written back there (node/clients.py)
   StoreService  the store protocol (served by the wire's RpcServer)
   Migrator      ListKeys/MoveKeys, writing to the target with an RpcClient
+  Replicator    writes forwarded to a slot's other copies (node/replicator.py)
+  Refiller      a new copy filled where a slot has too few (node/refill.py)
   JoinServer    (bootstrap node only) hands a node its config for a proof
                 of the join secret
 
@@ -53,6 +55,7 @@ from dscluster.node.driver import CoreDriver
 from dscluster.node.gossip import GossipLinks
 from dscluster.node.keylocks import KeyLocks
 from dscluster.node.migrator import Migrator
+from dscluster.node.refill import Refiller
 from dscluster.node.replicator import Replicator
 from dscluster.node.service import StoreService
 from dscluster.node.slotindex import SlotIndexedDatastore, slot_indexed
@@ -103,6 +106,7 @@ class DataNode:
             forward_delete=self._forward_delete, my_addrs=lambda: host.addrs,
             replicator=self.replicator)
         self.migrator = Migrator(driver, datastore, self.locks, self._send_batch)
+        self.refiller = Refiller(driver, datastore, self.locks, self.replicator, self.call_peer)
 
     @property
     def peer_id(self) -> str:
@@ -252,6 +256,7 @@ async def _run_data_node(host: HostHandle, datastore: SlotIndexedDatastore,
                 await nursery.start(driver.run, node.migrator.run)
                 await nursery.start(node.clients_file.run)
                 nursery.start_soon(node.service.count_keys)
+                nursery.start_soon(node.refiller.run)
                 log.info("node %s serving slots %s", me, core.table.slots_of(me))
                 yield node
         finally:

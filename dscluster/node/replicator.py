@@ -65,6 +65,10 @@ class Replicator:
         self.timeout = timeout
         self.forwarded = 0  # writes a copy confirmed (for metrics and tests)
         self.refused = 0  # Replicate requests this copy refused
+        # A copy being filled (node/refill.py), per slot: sent every write like an
+        # in-sync copy, and a write it does not confirm is not acknowledged.
+        self.learners: dict[int, str] = {}
+        self.learner_failures = 0  # writes a learner did not confirm (the refill starts over)
 
     # -- the primary --------------------------------------------------------------
 
@@ -73,14 +77,16 @@ class Replicator:
         table = self._driver.core.table
         if table.owner(slot) != self._driver.core.me:
             return ()  # an ASKING import or a forwarded delete: the owner replicates
-        return table.replicas(slot)
+        learner = self.learners.get(slot)
+        replicas = table.replicas(slot)
+        return replicas if learner is None or learner in replicas else (*replicas, learner)
 
     async def forward(self, ops: Sequence[Op]) -> dict[int, DSClusterError]:
         """Send written ops to their slots' other copies; the errors by op index.
 
         An empty answer: every copy of every op's slot confirmed it."""
         table = self._driver.core.table
-        if not table.has_replicas():  # copies 1: nothing to do on the write path
+        if not table.has_replicas() and not self.learners:  # copies 1: nothing to do
             return {}
         by_copy: dict[str, _ToCopy] = {}
         for i, (key, _value) in enumerate(ops):
@@ -119,6 +125,8 @@ class Replicator:
 
         def fail(peer: str, to: _ToCopy, reason: str) -> None:
             log.warning("copy %s did not confirm %d writes: %s", peer, len(to.indices), reason)
+            if peer in self.learners.values():
+                self.learner_failures += 1
             for i in to.indices:
                 errors[i] = UnavailableError(
                     f"slot {key_slot(ops[i][0])}: its copy on {peer} did not confirm the write "

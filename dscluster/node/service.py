@@ -44,7 +44,7 @@ from dscluster import __version__
 from dscluster.core.migration import Migration
 from dscluster.core.routing import Ask, Moved, Serve
 from dscluster.core.slots import key_slot
-from dscluster.datastore import Datastore, Key
+from dscluster.datastore import Key
 from dscluster.datastore.query import Query
 from dscluster.errors import (
     AskError,
@@ -56,7 +56,7 @@ from dscluster.node.auth import Authorizer, Role
 from dscluster.node.driver import CoreDriver
 from dscluster.node.keylocks import KeyLocks
 from dscluster.node.replicator import Op, Replicator
-from dscluster.node.slotindex import check_user_key
+from dscluster.node.slotindex import SlotIndexedDatastore, check_user_key
 from dscluster.wire import messages as wm
 
 log = logging.getLogger(__name__)
@@ -64,11 +64,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_CHUNK_ENTRIES = 4096  # entries per query chunk, whatever the client asks
 MAX_CHUNK_BYTES = 4 * 1024 * 1024  # keys and values per query chunk (a frame is 16 MiB)
+CLEAR_CHUNK = 4096  # keys a new copy drops per batch when told to clear a slot
 ForwardDelete = Callable[[str, str], Awaitable[None]]  # (target peer, key)
 
 
 class StoreService:
-    def __init__(self, driver: CoreDriver, datastore: Datastore, locks: KeyLocks, *,
+    def __init__(self, driver: CoreDriver, datastore: SlotIndexedDatastore, locks: KeyLocks, *,
                  auth: Authorizer, forward_delete: ForwardDelete,
                  my_addrs: Callable[[], list[str]], replicator: Replicator) -> None:
         self._driver = driver
@@ -259,6 +260,8 @@ class StoreService:
     async def _take_copies(self, peer: ID, request: wm.Replicate) -> None:
         """A copy's side: check the primary's epoch, then store the writes in one batch."""
         self._replicator.check(peer.to_base58(), request)
+        if request.clear:
+            await self._clear_slots([slot for slot, _epoch in request.slots])
         puts = [(str(Key(k)), v) for k, v in request.puts]
         deletes = [str(Key(k)) for k in request.deletes]
         async with self._locks.hold([k for k, _ in puts] + deletes):
@@ -268,6 +271,16 @@ class StoreService:
             for key in deletes:
                 batch.delete(key)
             await batch.commit()
+
+    async def _clear_slots(self, slots: list[int]) -> None:
+        """Drop every key held of ``slots`` (stale ones from before this copy is filled)."""
+        for slot in slots:
+            while keys := await self._ds.keys_in_slots(slot, slot, CLEAR_CHUNK):
+                async with self._locks.hold(keys):
+                    batch = await self._ds.batch()
+                    for key in keys:
+                        batch.delete(key)
+                    await batch.commit()
 
     def _info(self, rid: int) -> wm.NodeInfo:
         core = self._driver.core

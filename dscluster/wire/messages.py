@@ -226,12 +226,14 @@ class Replicate(Request):
     you. ``slots`` gives each slot the primary's epoch for it (the copy's fence,
     core/replication.py); every key's slot is listed. Ok once stored as durably as
     the copy's sync setting promises; Fail (unavailable) from a copy that knows a
-    newer epoch for one of the slots."""
+    newer epoch for one of the slots. With ``clear``, the copy first drops every key
+    it holds of the listed slots (a new copy being filled, node/refill.py)."""
 
     id: int
     slots: Annotated[tuple[tuple[int, int], ...], MaxLen(MAX_BATCH * 2)]
     puts: Annotated[tuple[tuple[Key, bytes], ...], MaxLen(MAX_BATCH)] = ()
     deletes: Keys = ()
+    clear: bool = False
 
 
 # -- query ---------------------------------------------------------------------

@@ -113,12 +113,14 @@ def test_derive_rules() -> None:
     assert derive(Kind.SHRINK, "P", "R1", BASE, 9) == Config(9, ("P", "R2"))
     assert derive(Kind.SHRINK, "R1", "R2", BASE, 9) is None  # only the primary shrinks
     assert derive(Kind.GROW, "P", "X", BASE, 9) == Config(9, ("P", "R1", "R2", "X"))
-    assert derive(Kind.GROW, "P", "R1", BASE, 9) is None  # no two copies on one node
+    assert derive(Kind.GROW, "R1", "X", BASE, 9) is None  # only the primary grows
     # An earlier try of the same change, accepted but never seen committed: again.
     taken = Config(5, ("R1", "R2"))
     assert derive(Kind.FAILOVER, "R1", "P", taken, 9) == Config(9, ("R1", "R2"))
     assert derive(Kind.SHRINK, "P", "R1", Config(5, ("P", "R2")), 9) == Config(9, ("P", "R2"))
     assert derive(Kind.FAILOVER, "R2", "P", taken, 9) is None  # another's win: not ours
+    # A grow whose copy is in the set already: that set again, never a copy twice.
+    assert derive(Kind.GROW, "P", "R1", BASE, 9) == Config(9, BASE.copies)
 
 
 def test_a_candidate_whose_acceptance_was_lost_wins_the_same_change_next_time() -> None:

@@ -134,6 +134,60 @@ async def test_writes_and_reads_go_on_after_a_node_dies_with_nothing_lost(tmp_pa
             print(f"writes of a dead primary's slot resumed after {failover_s:.2f} s")
 
 
+async def _until(check, timeout: float = 60) -> None:
+    with trio.fail_after(timeout):
+        while not check():
+            await trio.sleep(0.1)
+
+
+async def test_a_slot_that_lost_a_copy_gets_a_new_one_while_clients_write(tmp_path) -> None:
+    """Three nodes, two copies: one stops, its slots fail over and shrink to one
+    copy; the survivors fill a copy of each on the other survivor (writes go on
+    meanwhile); it comes back and holds nothing stale: a key deleted while it
+    was away does not return from its old disk."""
+    with trio.fail_after(150):
+        async with local_cluster(tmp_path, 3, copies=2) as cluster, open_cluster_client(
+                cluster.client_identity, bootstrap=[cluster.nodes[0].addrs[0]],
+                options=ClientOptions(request_timeout=20.0)) as client:
+            keys = [f"/refill/{i}" for i in range(120)]
+            for k in keys:
+                await client.put(Key(k), b"v1")
+            dead = cluster.nodes[2].peer_id
+            gone = next(k for k in keys if dead in _holders(cluster, k))
+            await cluster.stop_node(2)
+            await client.delete(Key(gone))  # waits out the failover or shrink
+            written = 0
+            table = cluster.nodes[0].core.table
+
+            def whole() -> bool:
+                t = cluster.nodes[0].core.table
+                return all(len(t.copies(s)) == 2 and dead not in t.copies(s)
+                           for s in range(16384))
+
+            while not whole():  # writes go on while the copies are filled
+                k = keys[written % len(keys)]
+                if k != gone:
+                    await client.put(Key(k), b"v2")
+                written += 1
+                await trio.sleep(0.01)
+            assert written > 0
+            for node in cluster.nodes[:2]:
+                assert node.refiller.filled >= 1
+            table = cluster.nodes[0].core.table
+            for k in keys:
+                stored = await _on_disk(cluster, k)
+                holders = table.copies(key_slot(k))
+                want = None if k == gone else await client.get(Key(k))
+                assert [stored[p] for p in holders] == [want, want], k
+            # The stopped node returns: it is a data member again, and no copy
+            # it held is trusted; its stale value of `gone` is never served.
+            await cluster.start_node(2)
+            await _until(lambda: cluster.nodes[2].core.table.digest() == table.digest())
+            with pytest.raises(NotFoundError):
+                await client.get(Key(gone))
+            assert dead not in cluster.nodes[0].core.table.copies(key_slot(gone))
+
+
 async def test_blocks_are_read_from_a_copy_when_their_primary_is_down_or_lost_them(
         tmp_path) -> None:
     with trio.fail_after(90):

@@ -118,6 +118,14 @@ def _broken(cfg_doc, path, value):
         ("identity_list", [], "identity_list: a bootstrap node must hold"),
         ("datastore", {"kind": "redis"}, "datastore.kind: unknown kind 'redis'"),
         ("datastore", {"kind": "mongo"}, "datastore.mongodb_uri: required"),
+        ("copies", 0, "copies: must be from 1 to 16"),
+        ("copies", "2", "copies: expected an integer"),
+        ("nodes/1/replicas", [{"start": 0, "end": 9, "copy": 0}],
+         "nodes[1].replicas[0].copy: must be from 1"),
+        ("nodes/1/replicas", [{"start": 9, "end": 3, "copy": 1}],
+         "nodes[1].replicas[0]: bad range 9-3"),
+        ("nodes/0/replicas", [{"start": 0, "end": 3, "copy": 1}],
+         "nodes: slot 0: two copies on one node"),
     ],
 )
 def test_validation_errors_name_file_and_field(tmp_path, path, value, message):

@@ -7,7 +7,7 @@ import stat
 import subprocess
 import sys
 
-from dscluster.config import load_client_config, load_node_config, read_join_secret
+from dscluster.config import load_client_config, load_node_config, read_join_secret, table_of
 from dscluster.core.slots import initial_ranges
 
 
@@ -45,6 +45,32 @@ def test_cluster_with_free_ports_and_short_option(tmp_path):
     assert [n.slots[0] for n in cfg.nodes] == initial_ranges(5)
     ports = {n.swarm[0].rsplit("/", 1)[1] for n in cfg.nodes}
     assert len(ports) == 5 and "0" not in ports
+
+
+def test_cluster_with_copies_places_every_slot_on_distinct_nodes(tmp_path):
+    out = dscfg("cluster", "-n", "3", "--copies", "2", str(tmp_path / "c"))
+    assert out.returncode == 0, out.stderr
+    cfg = load_node_config(tmp_path / "c")
+    assert cfg.copies == 2
+    table = table_of(cfg)
+    assert table.settings.copies == 2
+    ids = [n.id for n in cfg.nodes]
+    held = {p: 0 for p in ids}
+    for slot in range(16384):
+        copies = table.copies(slot)
+        assert len(copies) == 2 and len(set(copies)) == 2
+        held[copies[1]] += 1
+    assert max(held.values()) - min(held.values()) <= 1  # replicas spread evenly
+    doc = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert doc["copies"] == 2 and "replicas" in doc["nodes"][0]
+    # the default stays go-ds-cluster's form: no copies, no replicas
+    assert dscfg("cluster", "-n", "3", str(tmp_path / "d")).returncode == 0
+    plain = json.loads((tmp_path / "d" / "config.json").read_text())
+    assert "copies" not in plain and all("replicas" not in n for n in plain["nodes"])
+    bad = dscfg("cluster", "-n", "2", "--copies", "3", str(tmp_path / "e"))
+    assert bad.returncode != 0
+    assert bad.stderr.strip() == ("dscfg: error: --copies must be between 1 and 2 "
+                                  "(at most one copy per node), got 3")
 
 
 def test_client_config(tmp_path):

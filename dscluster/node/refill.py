@@ -1,0 +1,199 @@
+"""Refiller: a primary's side of re-replication (doc/copies.md).
+
+Theory of operation
+-------------------
+When the table gives slots this node is primary of fewer copies than the
+cluster's ``copies`` setting (a failover or shrink dropped a dead copy, or a
+node came back empty), this node fills a new copy on a live member and then
+has the core add it by majority (a grow election, core/changes.py). The core
+picks the slots and the member (`ClusterCore.refill_plan`); here, in order:
+
+1. **clear**: the new copy drops every key it holds of those slots (left from
+   a time it held them before: a key deleted since must not come back);
+2. **learn**: from then on every write of those slots is also sent to it
+   (node/replicator.py `learners`), and a write it does not confirm is not
+   acknowledged, exactly as for an in-sync copy;
+3. **copy**: every key of the slots, each chunk read and sent under its keys'
+   locks (which writes hold across their forward), so the copy and a write of
+   one key reach the new copy in the order this node applied them;
+4. **grow**: the core stands for adding the copy, and retries, until the
+   table holds it in those slots.
+
+A failure before step 4 (the member unreachable, a write it did not confirm,
+this node no longer primary) drops the learner and the attempt; the next try
+starts again at step 1. From step 4 on the learner stays until the table
+holds the copy or the core drops the grow: a proposal may already be accepted
+somewhere, and an accepted configuration must only name copies that hold
+every write (core/election.py). One chunk is in flight at a time, which
+throttles the copy behind client traffic; `progress` says how far it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from dscluster.core.slots import SlotSet, key_slot
+from dscluster.errors import BadRequestError, DSClusterError, NotFoundError, UnavailableError
+from dscluster.node.driver import CoreDriver
+from dscluster.node.keylocks import KeyLocks
+from dscluster.node.migrator import CHUNK_BYTES
+from dscluster.node.replicator import Replicator
+from dscluster.node.slotindex import SlotIndexedDatastore
+from dscluster.wire import messages as wm
+
+log = logging.getLogger(__name__)
+
+CallPeer = Callable[[str, wm.Request], Awaitable[wm.Response]]
+CHECK_EVERY = 1.0  # seconds between looks for slots short of copies
+RETRY_AFTER = 5.0  # seconds after a failed attempt before the next
+CLEAR_SLOTS = 1024  # slots per clearing request
+PROGRESS_EVERY = 10.0  # seconds between progress lines in the log
+SLOT_KEYS = 1 << 30  # keys of one slot listed at once (keys only: a slot holds few)
+
+
+@dataclass
+class Progress:
+    target: str
+    slots: SlotSet
+    phase: str = "clearing"  # clearing, copying, growing
+    keys: int = 0
+    bytes: int = 0
+    started: float = 0.0
+
+
+class Refiller:
+    def __init__(self, driver: CoreDriver, datastore: SlotIndexedDatastore, locks: KeyLocks,
+                 replicator: Replicator, call_peer: CallPeer,
+                 check_every: float = CHECK_EVERY, retry_after: float = RETRY_AFTER) -> None:
+        self._driver = driver
+        self._ds = datastore
+        self._locks = locks
+        self._replicator = replicator
+        self._call_peer = call_peer
+        self._check_every = check_every
+        self._retry_after = retry_after
+        self.progress: Progress | None = None
+        self.filled = 0  # copies completed (grows committed), for tests and status
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self._check_every)
+            plan = self._driver.core.refill_plan()
+            if plan is None:
+                continue
+            target, slots = plan
+            try:
+                await self._refill(target, slots)
+            except DSClusterError as exc:
+                log.warning("refill of %d slots on %s stopped: %s; trying again in %g s",
+                            len(slots), target, _one_line(exc), self._retry_after)
+                await trio.sleep(self._retry_after)
+            finally:
+                self.progress = None
+
+    async def _refill(self, target: str, slots: SlotSet) -> None:
+        core = self._driver.core
+        self.progress = p = Progress(target, slots, started=time.monotonic())
+        log.warning("refill: copying %d slots to %s (a new copy)", len(slots), target)
+        for chunk in _chunks(list(slots), CLEAR_SLOTS):
+            await self._send(target, chunk, clear=True)
+        learning = list(slots)
+        for slot in learning:
+            self._replicator.learners[slot] = target
+        growing = False
+        try:
+            failures = self._replicator.learner_failures
+            p.phase = "copying"
+            await self._copy_all(target, slots, p)
+            if self._replicator.learner_failures != failures:
+                raise UnavailableError(f"{target} did not confirm a write while being filled")
+            p.phase = "growing"
+            growing = True
+            await self._driver.call(lambda: core.request_grow(target, slots))
+            while core.growing is not None and core.growing[0] == target:
+                await trio.sleep(0.1)
+            held = sum(1 for s in slots if target in core.table.copies(s))
+            log.warning("refill: %s holds a copy of %d of %d slots now (%d keys, %.1f s)",
+                        target, held, len(slots), p.keys, time.monotonic() - p.started)
+            self.filled += 1
+        finally:
+            if not growing or core.growing is None or core.growing[0] != target:
+                for slot in learning:
+                    if self._replicator.learners.get(slot) == target:
+                        del self._replicator.learners[slot]
+
+    async def _copy_all(self, target: str, slots: SlotSet, p: Progress) -> None:
+        last_log = time.monotonic()
+        for first, last in slots.ranges:
+            slot = first
+            while slot <= last:
+                found = await self._ds.keys_in_slots(slot, last, 1)  # the next slot with keys
+                if not found:
+                    break
+                slot = key_slot(found[0])
+                keys = await self._ds.keys_in_slots(slot, slot, SLOT_KEYS)
+                for chunk in await self._by_size(keys):
+                    await self._copy_chunk(target, slot, chunk, p)
+                slot += 1
+                if time.monotonic() - last_log >= PROGRESS_EVERY:
+                    last_log = time.monotonic()
+                    log.warning("refill to %s: %d keys, %.1f MiB copied, at slot %d",
+                                target, p.keys, p.bytes / 2**20, slot)
+
+    async def _by_size(self, keys: list[str]) -> list[list[str]]:
+        chunks: list[list[str]] = [[]]
+        size = 0
+        for key in keys:
+            try:
+                n = await self._ds.get_size(key)
+            except NotFoundError:
+                continue
+            if chunks[-1] and size + n > CHUNK_BYTES:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(key)
+            size += n
+        return [c for c in chunks if c]
+
+    async def _copy_chunk(self, target: str, slot: int, keys: list[str], p: Progress) -> None:
+        async with self._locks.hold(keys):
+            puts = []
+            for key in keys:
+                try:
+                    puts.append((key, await self._ds.get(key)))
+                except NotFoundError:
+                    continue  # deleted since it was listed: the learner was sent the delete
+            if puts:
+                await self._send(target, [slot], puts=tuple(puts))
+        p.keys += len(puts)
+        p.bytes += sum(len(v) for _, v in puts)
+
+    async def _send(self, target: str, slots: list[int], *, clear: bool = False,
+                    puts: tuple[tuple[str, bytes], ...] = ()) -> None:
+        core = self._driver.core
+        epochs = []
+        for slot in slots:
+            epoch, owner = core.table.claim(slot)
+            if owner != core.me:
+                raise UnavailableError(f"slot {slot} is no longer this node's")
+            epochs.append((slot, epoch))
+        request = wm.Replicate(0, tuple(epochs), puts, (), clear)  # type: ignore[arg-type]
+        response = await self._call_peer(target, request)
+        if isinstance(response, wm.Fail):
+            raise response.error.to_exception()
+        if not isinstance(response, wm.Ok):
+            raise BadRequestError(f"{target} answered {type(response).__name__}")
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _one_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
