@@ -648,8 +648,9 @@ def ls(
 
 @app.command()
 def status(as_json: JsonOption = False) -> None:
-    """One line per node: peer, up/down, slots, keys, bytes, migrations, epoch, version,
-    addresses; then one line per migration in progress.
+    """One line per node: peer, up/down, slots (as primary), copies (replica slots
+    held), keys, bytes, migrations, epoch, version, addresses; then one line per
+    migration in progress.
 
     Keys and bytes come from each node's last keys-only scan (once a minute),
     "-" before its first one. Exit 1 if a node is down.
@@ -678,6 +679,8 @@ def _status_json(table: Any, node: Any) -> dict[str, Any]:
     return {"peer": node.peer_id, "state": "up", "addrs": list(node.addrs),
             "slots": sum(e - s + 1 for s, e in info.slots),
             "ranges": [[s, e] for s, e in info.slots],
+            "copies": sum(e - s + 1 for s, e in info.replicas),
+            "copy_ranges": [[s, e] for s, e in info.replicas],
             "keys": info.key_count if info.key_count >= 0 else None,
             "bytes": info.byte_count if info.byte_count >= 0 else None,
             "migrations": [str(m) for m in info.migrations], "epoch": info.epoch,
@@ -685,22 +688,23 @@ def _status_json(table: Any, node: Any) -> dict[str, Any]:
 
 
 def _print_status(table: Any, nodes: Any) -> None:
-    typer.echo(f"{'PEER':<54} {'STATE':<5} {'SLOTS':>6} {'KEYS':>9} {'BYTES':>9} {'MIGR':>4} "
-               f"{'EPOCH':>6} {'VERSION':<8} ADDRESSES")
+    typer.echo(f"{'PEER':<54} {'STATE':<5} {'SLOTS':>6} {'COPIES':>6} {'KEYS':>9} {'BYTES':>9} "
+               f"{'MIGR':>4} {'EPOCH':>6} {'VERSION':<8} ADDRESSES")
     migrations: list[str] = []
     for node in nodes:
         if node.info is None:
             count = sum(e - s + 1 for s, e in table.ranges_of(node.peer_id))
             reason = node.error.strip().splitlines()[0] if node.error.strip() else "no answer"
-            typer.echo(f"{node.peer_id:<54} {'down':<5} {count:>6} {'-':>9} {'-':>9} {'-':>4} "
-                       f"{'-':>6} {'-':<8} {' '.join(node.addrs)}  ({reason})")
+            typer.echo(f"{node.peer_id:<54} {'down':<5} {count:>6} {'-':>6} {'-':>9} {'-':>9} "
+                       f"{'-':>4} {'-':>6} {'-':<8} {' '.join(node.addrs)}  ({reason})")
             continue
         info = node.info
         count = sum(e - s + 1 for s, e in info.slots)
         keys = str(info.key_count) if info.key_count >= 0 else "-"
         size = _human_bytes(info.byte_count) if info.byte_count >= 0 else "-"
         migrations += [f"{node.peer_id}: {m}" for m in info.migrations]
-        typer.echo(f"{node.peer_id:<54} {'up':<5} {count:>6} {keys:>9} {size:>9} "
+        held = sum(e - s + 1 for s, e in info.replicas)
+        typer.echo(f"{node.peer_id:<54} {'up':<5} {count:>6} {held:>6} {keys:>9} {size:>9} "
                    f"{len(info.migrations):>4} {info.epoch:>6} {info.version:<8} "
                    f"{' '.join(node.addrs)}")
     for line in migrations:

@@ -436,6 +436,8 @@ class ClusterClient(Datastore):
                 return
             self.table.apply_node_info(info.peer_id, info.addrs, info.slots, info.epoch,
                                        info.replicas)
+            for member, addrs in info.members:  # members serving no slot, too
+                self.table.add_node(member, addrs)
 
         async with trio.open_nursery() as nursery:
             for peer in set(peers):
@@ -459,6 +461,9 @@ class ClusterClient(Datastore):
                 raise first  # unauthorized, protocol error: not worth hiding
             raise UnavailableError(f"no cluster node answered ({reasons})")
         failed = set(errors)
+        named = [p for p in self.table.addrs if p not in errors and p not in known]
+        if named:  # members the answers named (NodeInfo.members): ask them too
+            failed.update(await self._refresh_nodes(named))
         for _ in range(64):  # each round finds one more node
             unknown = self.table.unknown_slots()
             if not unknown:
@@ -483,7 +488,8 @@ class ClusterClient(Datastore):
                 return
 
     async def status(self) -> list[NodeStatus]:
-        """Every known node's own NodeInfo (or why it did not answer)."""
+        """Every known node's own NodeInfo (or why it did not answer); members the
+        answers name that this client did not know are asked too."""
         out: dict[str, NodeStatus] = {}
 
         async def ask(peer: str) -> None:
@@ -494,10 +500,13 @@ class ClusterClient(Datastore):
                 out[peer] = NodeStatus(peer, addrs, None, str(exc))
                 return
             out[peer] = NodeStatus(peer, info.addrs or addrs, info)
+            for member, member_addrs in info.members:
+                self.table.add_node(member, member_addrs)
 
-        async with trio.open_nursery() as nursery:
-            for peer in list(self.table.addrs):
-                nursery.start_soon(ask, peer)
+        for _ in range(2):  # the second round asks the members the first one named
+            async with trio.open_nursery() as nursery:
+                for peer in [p for p in self.table.addrs if p not in out]:
+                    nursery.start_soon(ask, peer)
         return [out[p] for p in sorted(out)]
 
     @property

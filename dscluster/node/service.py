@@ -44,6 +44,7 @@ from dscluster import __version__
 from dscluster.core.migration import Migration
 from dscluster.core.routing import Ask, Moved, Serve
 from dscluster.core.slots import key_slot
+from dscluster.core.table import NodeRole
 from dscluster.datastore import Key
 from dscluster.datastore.query import Query
 from dscluster.errors import (
@@ -288,7 +289,9 @@ class StoreService:
         return wm.NodeInfo(rid, core.me, tuple(self._my_addrs()), tuple(slots.ranges),
                            core.epoch, __version__, self.key_count, self.byte_count,
                            tuple(_describe(m, core.me) for m in core.migrations),
-                           tuple(core.table.replica_slots_of(core.me).ranges))
+                           tuple(core.table.replica_slots_of(core.me).ranges),
+                           tuple((n.id, n.addrs[:8]) for n in core.table.nodes.values()
+                                 if n.role is NodeRole.DATA and n.id != core.me)[:1024])
 
     # -- query -----------------------------------------------------------------------------
 

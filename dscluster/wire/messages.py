@@ -421,3 +421,6 @@ class NodeInfo(Response):
     migrations: Annotated[tuple[str, ...], MaxLen(256)] = ()
     # Slot ranges this node holds a replica of (its copies beside the primary's).
     replicas: tuple[tuple[int, int], ...] = ()
+    # The other data members and their addresses, so a client also learns of
+    # members that serve no slot (down, failed over, or new): `dsclient status`.
+    members: Annotated[tuple[tuple[str, tuple[str, ...]], ...], MaxLen(1024)] = ()

@@ -183,9 +183,9 @@ def test_hashslot_and_status(initialized):
     key = block_key(cid)
     assert f"key: {key}" in out and f"slot: {key_slot(key)}" in out
     status = c.ok("status")
-    assert status.split()[:6] == ["PEER", "STATE", "SLOTS", "KEYS", "BYTES", "MIGR"]
+    assert status.split()[:7] == ["PEER", "STATE", "SLOTS", "COPIES", "KEYS", "BYTES", "MIGR"]
     for peer in c.peers:  # keys and bytes: the node's last scan (at start-up, then each minute)
-        assert re.search(rf"{peer}\s+up\s+(5461|5462)\s+\d+\s+\d+(\.\d)?(B|KiB|MiB)\s+0\s",
+        assert re.search(rf"{peer}\s+up\s+(5461|5462)\s+0\s+\d+\s+\d+(\.\d)?(B|KiB|MiB)\s+0\s",
                          status), status
 
 
