@@ -23,6 +23,11 @@ included) reported it PFAIL within `fail_window_ticks`; FAIL then spreads in
 the `failed` list of pings. The peer is UP again as soon as it is heard from.
 A FAIL report about a peer we heard from recently is ignored, so stale gossip
 cannot knock down a node we can see.
+
+A node may report *itself* FAIL (a node whose disk was wiped, core/node.py
+`withdraw`): that report alone makes it FAIL here, heard from or not, for
+as long as it keeps making it, so its copies fail over without waiting for
+silence.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class FailureDetector:
         self._last_heard: dict[str, int] = {}
         self._reports: dict[str, dict[str, int]] = {}  # suspect -> reporter -> tick
         self._failed: set[str] = set()
+        self._withdrawn: set[str] = set()  # peers that report themselves FAIL
 
     def tick(self) -> None:
         self._now += 1
@@ -69,6 +75,7 @@ class FailureDetector:
             del self._last_heard[peer]
             self._reports.pop(peer, None)
             self._failed.discard(peer)
+            self._withdrawn.discard(peer)
 
     def heard_from(self, peer: str) -> None:
         if peer in self._last_heard:
@@ -83,9 +90,14 @@ class FailureDetector:
         return tuple(sorted(p for p in self._last_heard if not self._recently_heard(p)))
 
     def failed(self) -> tuple[str, ...]:
-        return tuple(sorted(self._failed))
+        return tuple(sorted(self._failed | self._withdrawn))
 
     def on_report(self, reporter: str, suspects: tuple[str, ...], failed: tuple[str, ...]) -> None:
+        if reporter in self._last_heard:
+            if reporter in failed:
+                self._withdrawn.add(reporter)
+            else:
+                self._withdrawn.discard(reporter)
         for peer in suspects:
             if peer in self._last_heard:
                 self._reports.setdefault(peer, {})[reporter] = self._now
@@ -110,7 +122,7 @@ class FailureDetector:
         return newly
 
     def liveness(self, peer: str) -> Liveness:
-        if peer in self._failed:
+        if peer in self._failed or peer in self._withdrawn:
             return Liveness.FAIL
         if peer in self._last_heard and not self._recently_heard(peer):
             return Liveness.PFAIL

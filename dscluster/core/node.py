@@ -93,12 +93,15 @@ class PersistentState:
     migrations: tuple[Migration, ...] = ()  # outgoing and incoming
     promised: int = 0  # the election acceptor's promise (core/election.py)
     accepted: tuple[tuple[int, Config], ...] = ()  # and the configurations it accepted
+    withdrawn: bool = False  # its disk was wiped: it serves no copy until they are re-made
 
     def to_cbor(self) -> bytes:
         obj = {"table": self.table.to_obj(), "epoch": self.epoch, "next_mid": self.next_mid,
                "migrations": [m.to_obj() for m in self.migrations]}
         if self.promised or self.accepted:  # absent until copies: the form of before
             obj["acceptor"] = acceptor_to_obj(self.promised, dict(self.accepted))
+        if self.withdrawn:
+            obj["withdrawn"] = True
         return cbor2.dumps(obj)
 
     @classmethod
@@ -113,9 +116,12 @@ class PersistentState:
         if type(epoch) is not int or type(next_mid) is not int or not isinstance(migs, list):
             raise ProtocolError("persisted state has bad fields")
         promised, accepted = acceptor_from_obj(obj.get("acceptor"))
+        withdrawn = obj.get("withdrawn", False)
+        if type(withdrawn) is not bool:
+            raise ProtocolError("persisted state has a bad 'withdrawn' field")
         return cls(SlotTable.from_obj(obj.get("table")), epoch, next_mid,
                    tuple(Migration.from_obj(m) for m in migs), promised,
-                   tuple(sorted(accepted.items())))
+                   tuple(sorted(accepted.items())), withdrawn)
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,7 @@ class ClusterCore:
         self._mig = Migrations(me, state.migrations, state.next_mid, config=self._cfg,
                                send=self._send, act=self._box.actions.append,
                                now=lambda: self._now, epoch=lambda: self._epoch)
+        self._withdrawn = state.withdrawn
         self._changes = CopyChanges(me, Acceptor(me, state.promised, dict(state.accepted)),
                                     send=self._send, rng=rng,
                                     election_ticks=self._cfg.election_ticks)
@@ -205,7 +212,7 @@ class ClusterCore:
         for itself, and each pick counts what is held already."""
         t = self._table
         want = t.settings.copies
-        if want < 2 or self._changes.grow is not None:
+        if want < 2 or self._changes.grow is not None or self._withdrawn:
             return None
         held = t.slot_counts()
         for peer, n in t.replica_counts().items():
@@ -219,6 +226,36 @@ class ClusterCore:
             if slots:
                 return target, SlotSet.from_slots(slots)
         return None
+
+    # -- a wiped disk ---------------------------------------------------------------------
+
+    @property
+    def withdrawn(self) -> bool:
+        """This node lost its data (a wiped or new disk under an old state): it serves
+        and takes no copy, and reports itself FAIL, until no slot's copy set that
+        names it has another copy to fail over to (core/gossip.py)."""
+        return self._withdrawn
+
+    def withdraw(self) -> None:
+        self._withdrawn = True
+        self._dirty = True
+        log.warning("%s: withdrawn (its data is gone): reporting itself FAIL until its "
+                    "copies are taken over", self.me)
+        self._check_withdrawn()
+
+    def _check_withdrawn(self) -> None:
+        t = self._table
+        if any(len(t.copies(s)) > 1 for s in (*t.slots_of(self.me), *t.replica_slots_of(self.me))):
+            return
+        self._withdrawn = False
+        self._dirty = True
+        log.warning("%s: no copy set that names it has another copy now: back in service "
+                    "(an empty node, filled again by re-replication)", self.me)
+
+    def _failed_view(self) -> tuple[str, ...]:
+        """The FAIL list gossiped: this node's view, and itself while withdrawn."""
+        failed = self._fd.failed()
+        return tuple(sorted((*failed, self.me))) if self._withdrawn else failed
 
     def request_grow(self, target: str, slots: SlotSet) -> None:
         """`target` holds every key of `slots` (and is sent their writes): stand for
@@ -245,7 +282,7 @@ class ClusterCore:
         acceptor = self._changes.acceptor
         return PersistentState(self._table.copy(), self._epoch, self._mig.next_mid,
                                self._mig.records, acceptor.promised,
-                               tuple(sorted(acceptor.accepted.items())))
+                               tuple(sorted(acceptor.accepted.items())), self._withdrawn)
 
     def _needs_persist(self) -> bool:
         return self._dirty or self._mig.dirty or self._changes.dirty
@@ -360,11 +397,14 @@ class ClusterCore:
         newly = self._fd.evaluate(self._table.data_nodes())
         for peer in newly:
             log.warning("%s: peer %s is FAIL", self.me, peer)
-        self._epoch = self._changes.tick(self._now, self._table, self._fd.failed(), self._epoch,
-                                         self._mig.busy)
+        if self._withdrawn:
+            self._check_withdrawn()
+        else:  # a wiped node stands for nothing: it holds none of the data
+            self._epoch = self._changes.tick(self._now, self._table, self._fd.failed(),
+                                             self._epoch, self._mig.busy)
         self._apply_won()
         ping = Ping(digest.buckets, digest.members, self._epoch,
-                    self._fd.suspects(), self._fd.failed(), digest.roles)
+                    self._fd.suspects(), self._failed_view(), digest.roles)
         targets = peers if self._table.is_complete() and peers else sorted(set(peers) | set(self._seeds))
         fanout = self._cfg.fanout
         if fanout and len(targets) > fanout:
@@ -495,7 +535,7 @@ class ClusterCore:
         d = self._gossip_reply(sender, msg)
         digest = self._table.digest()
         self._send(sender, Pong(digest.buckets, digest.members, self._epoch, self._fd.suspects(),
-                                self._fd.failed(), d.runs, d.nodes, d.clients, digest.roles,
+                                self._failed_view(), d.runs, d.nodes, d.clients, digest.roles,
                                 d.replicas, d.settings))
 
     def _on_pong(self, sender: str, msg: Pong) -> None:

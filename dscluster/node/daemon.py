@@ -196,6 +196,13 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _holds_copies(core: ClusterCore) -> bool:
+    """Whether some slot of this node has another copy to be taken over from."""
+    t = core.table
+    return any(len(t.copies(s)) > 1 for s in (*t.slots_of(core.me),
+                                              *t.replica_slots_of(core.me)))
+
+
 def _make_core(me: str, settings: NodeSettings, state_file: StateFile) -> ClusterCore:
     state = state_file.load()
     rng = random.Random()
@@ -233,11 +240,19 @@ async def run_data_node(host: HostHandle, datastore: Datastore,
 async def _run_data_node(host: HostHandle, datastore: SlotIndexedDatastore,
                          settings: NodeSettings) -> AsyncIterator[DataNode]:
     me = host.peer_id.to_base58()
-    await datastore.ensure_index()
+    had_index = await datastore.has_index()
+    indexed = await datastore.ensure_index()
     state_file = StateFile(settings.conf_dir)
+    restarted = state_file.load() is not None
     core = _make_core(me, settings, state_file)
     if me not in core.table.nodes:
         raise ConfigError(f"this node ({me}) is not in the cluster's table")
+    if restarted and not had_index and not indexed and _holds_copies(core):
+        # The state says this node holds data; the datastore was never written by it.
+        log.warning("the datastore is empty but this node's state says it holds copies: "
+                    "the disk was wiped or replaced; withdrawing until they are re-made "
+                    "on other nodes")
+        core.withdraw()
     bound = host.listen_addrs
     if not set(bound) <= set(core.table.nodes[me].addrs):
         log.info("advertising addresses %s", bound)

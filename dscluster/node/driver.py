@@ -16,7 +16,7 @@ Holding the lock across the fsync is what keeps a message stepped in during
 the write from being acknowledged by a state that was never persisted.
 
 The driver also keeps `stable`, one byte per slot: 1 where this node owns the
-slot and no migration touches it. The store service looks there first, so a
+slot and no migration touches it (none while the node is withdrawn). The store service looks there first, so a
 request for a stable slot costs a bytearray index instead of a core route().
 It is recomputed after every mutation that changed the table or the
 migrations (a cheap fingerprint decides).
@@ -113,12 +113,13 @@ class CoreDriver:
 
     def _refresh(self) -> None:
         core = self.core
-        fp = (core.table.digest(), tuple((m.mid, m.source, m.phase) for m in core.migrations))
+        fp = (core.table.digest(), tuple((m.mid, m.source, m.phase) for m in core.migrations),
+              core.withdrawn)
         if fp == self._fingerprint:
             return
         self._fingerprint = fp
         stable = bytearray(SLOT_COUNT)
-        for start, end, _, owner in core.table.runs():
+        for start, end, _, owner in () if core.withdrawn else core.table.runs():
             if owner == core.me:
                 stable[start:end + 1] = b"\x01" * (end - start + 1)
         for m in core.migrations:

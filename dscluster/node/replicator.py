@@ -142,6 +142,9 @@ class Replicator:
     def check(self, primary: str, request: wm.Replicate) -> None:
         """Raise unless this node may take ``request`` from ``primary``."""
         table = self._driver.core.table
+        if self._driver.core.withdrawn:  # it would look in sync while missing older writes
+            raise UnavailableError("this copy lost its data (a wiped disk) and takes no "
+                                   "write until its slots have copies elsewhere")
         epochs = dict(request.slots)
         for key in (*(k for k, _ in request.puts), *request.deletes):
             if key_slot(key) not in epochs:

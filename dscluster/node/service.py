@@ -52,6 +52,7 @@ from dscluster.errors import (
     BadRequestError,
     DSClusterError,
     MovedError,
+    UnavailableError,
 )
 from dscluster.node.auth import Authorizer, Role
 from dscluster.node.driver import CoreDriver
@@ -121,6 +122,10 @@ class StoreService:
         if self._driver.stable[slot]:
             return _SERVE
         core = self._driver.core
+        if core.withdrawn and core.me in core.table.copies(slot):
+            raise UnavailableError(
+                f"slot {slot}: this node lost its data (a wiped disk) and serves none of its "
+                "copies until the others take over; retry")
         if any_copy and core.me in core.table.copies(slot):
             return _SERVE
         # Whether the key exists here matters only where the answer would be

@@ -167,6 +167,10 @@ class SlotIndexedDatastore(Datastore):
         await _commit(self.data, ops)
         await _commit(self.index, index_deletes)
 
+    async def has_index(self) -> bool:
+        """Whether this store was written through the index (False: new, or wiped)."""
+        return await self.index.has(MARKER)
+
     async def ensure_index(self) -> int:
         """Index every key once if the store has no index yet; returns keys indexed."""
         if await self.index.has(MARKER):

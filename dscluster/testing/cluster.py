@@ -130,6 +130,11 @@ class InProcessCluster:
         """Stop node i cleanly; its conf dir and datastore stay for `start_node`."""
         await self._runners[i].stop()
 
+    def wipe_node(self, i: int) -> None:
+        """Give stopped node i an empty datastore (a wiped disk; its state file stays)."""
+        assert not self._runners[i].running, "stop the node first"
+        self._runners[i].datastore = MemoryDatastore()
+
     async def start_node(self, i: int) -> DataNode:
         """Start node i again on the addresses it had; ``nodes[i]`` is the new node."""
         self.nodes[i] = await self._runners[i].start()

@@ -126,3 +126,52 @@ def test_election_messages_from_strangers_or_impostors_are_ignored_and_garbage_r
             decode(cbor2.dumps(bad))
     ok = Propose(5, "A", ((0, 3, Config(5, ("A", "B"))),))
     assert decode(encode(ok)) == ok
+
+
+def test_a_withdrawn_node_is_failed_over_at_once_and_back_in_service_after() -> None:
+    """A node that lost its data reports itself FAIL: its peers fail its slots over
+    and shrink it out while they still hear it, and it stands for nothing; once no
+    copy set names it beside another copy it serves again (an empty node)."""
+    net = copies_cluster(["A", "B", "C"])
+    net.tick(2)
+    a = net.cores["A"]
+    held = [s for s in range(SLOT_COUNT) if "A" in a.table.copies(s)]
+    a.withdraw()
+    assert a.withdrawn
+    net.tick(1)
+    assert net.cores["B"].liveness("A") is Liveness.FAIL  # heard from, yet FAIL
+    ticks_until(net, lambda: not a.withdrawn)
+    b = net.cores["B"].table
+    assert all("A" not in b.copies(s) for s in held)
+    assert not b.slots_of("A")  # it won nothing: it holds none of the data
+    net.tick(2)
+    assert net.cores["B"].liveness("A") is Liveness.UP
+    # The flag is persisted (a second restart must not serve the empty disk) and
+    # an old state without it reads as not withdrawn.
+    state = PersistentState.from_cbor(net.disk["A"])
+    assert not state.withdrawn
+    raw = cbor2.loads(net.disk["A"])
+    raw["withdrawn"] = True
+    assert PersistentState.from_cbor(cbor2.dumps(raw)).withdrawn
+    raw["withdrawn"] = "yes"
+    with pytest.raises(ProtocolError, match="withdrawn"):
+        PersistentState.from_cbor(cbor2.dumps(raw))
+
+
+def test_a_requested_grow_adds_the_copy_by_majority_and_the_plan_spreads_copies() -> None:
+    net = copies_cluster(["A", "B", "C"])
+    net.tick(2)
+    net.cut.add("C")
+    ticks_until(net, lambda: all("C" not in net.cores[n].table.copies(s)
+                                 for n in "AB" for s in range(SLOT_COUNT)))
+    a = net.cores["A"]
+    plan = a.refill_plan()
+    assert plan is not None
+    target, slots = plan
+    assert target == "B" and all(len(a.table.copies(s)) == 1 for s in slots)
+    a.request_grow(target, slots)
+    assert a.refill_plan() is None  # one grow at a time
+    ticks_until(net, lambda: a.growing is None)
+    for s in slots:
+        assert net.cores["B"].table.copies(s) == ("A", "B")
+    assert a.refill_plan() is None  # nothing short any more that B could take

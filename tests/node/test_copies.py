@@ -188,6 +188,41 @@ async def test_a_slot_that_lost_a_copy_gets_a_new_one_while_clients_write(tmp_pa
             assert dead not in cluster.nodes[0].core.table.copies(key_slot(gone))
 
 
+async def test_a_node_back_with_a_wiped_disk_serves_nothing_and_loses_nothing(tmp_path) -> None:
+    """Three nodes, two copies: a node restarts on an empty datastore with its
+    old state. It withdraws (reports itself FAIL, serves and takes no copy),
+    its slots fail over, every acknowledged write reads back, and once no copy
+    set names it with another copy it is back in service, refilled."""
+    with trio.fail_after(150):
+        async with local_cluster(tmp_path, 3, copies=2) as cluster, open_cluster_client(
+                cluster.client_identity, bootstrap=[cluster.nodes[0].addrs[0]],
+                options=ClientOptions(request_timeout=20.0)) as client:
+            keys = [f"/wiped/{i}" for i in range(120)]
+            for k in keys:
+                await client.put(Key(k), k.encode())
+            wiped = cluster.nodes[2].peer_id
+            assert any(_holders(cluster, k)[0] == wiped for k in keys)
+            await cluster.stop_node(2)
+            cluster.wipe_node(2)
+            node = await cluster.start_node(2)
+            assert node.core.withdrawn
+            mine = next(k for k in keys if wiped in _holders(cluster, k))
+            async with store_client(cluster.client_identity, cluster.table) as sc:
+                with pytest.raises(UnavailableError, match="wiped disk"):
+                    await sc.call_node(wiped, wm.Get(0, mine))
+            for k in keys:  # waits out the failovers
+                assert await client.get(Key(k)) == k.encode()
+            await _until(lambda: not node.core.withdrawn)
+            t = cluster.nodes[0].core.table
+            assert all(wiped not in t.copies(s) or len(t.copies(s)) == 1 for s in range(16384))
+            await _until(lambda: all(len(cluster.nodes[0].core.table.copies(s)) == 2
+                                     for s in range(16384)))
+            for k in keys:
+                await client.put(Key(k), b"again")
+                stored = await _on_disk(cluster, k)
+                assert [stored[p] for p in _holders(cluster, k)] == [b"again", b"again"]
+
+
 async def test_blocks_are_read_from_a_copy_when_their_primary_is_down_or_lost_them(
         tmp_path) -> None:
     with trio.fail_after(90):
