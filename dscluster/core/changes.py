@@ -17,6 +17,9 @@ before anything it sends, per the Ready contract).
   - a *shrink*: slots this node is primary of with a replica FAIL in its
     view (one such replica per election), so that writes of those slots,
     which stop while a copy cannot confirm them, resume on the copies left.
+  then a *renew* of slots whose writes a copy refused as fenced (a copy
+  that stood or voted in an election that came to nothing stays fenced
+  above the slot's epoch: the same copy set at a higher epoch lifts that),
   and then the *grow* the node asked for (`grow`: a new copy that holds
   every key of the slots, filled by node/refill.py while it was sent every
   write as a learner).
@@ -99,6 +102,7 @@ class CopyChanges:
         # A grow the node asked for once the new copy holds every key (node/refill.py):
         # stood for, and retried, until the table holds the copy in those slots.
         self.grow: tuple[str, SlotSet] | None = None
+        self.renew: set[int] = set()  # slots whose copies refused this primary's writes
 
     # -- the candidate ---------------------------------------------------------------
 
@@ -117,7 +121,7 @@ class CopyChanges:
         if now < self._next_try:
             return epoch
         change = (self._due(table, set(failed), busy) if failed and table.has_replicas()
-                  else None) or self._grow_due(table, busy)
+                  else None) or self._renew_due(table, busy) or self._grow_due(table, busy)
         if change is None:
             self._due_since = None
             return epoch
@@ -130,6 +134,8 @@ class CopyChanges:
             if now < self._next_try:
                 return epoch
         kind, subject, slots = change
+        if kind is Kind.RENEW:
+            self.renew.difference_update(slots)  # one try; a later refusal asks again
         new_epoch = max(epoch, self.acceptor.promised, self._highest_promise) + 1
         election = Election(self.me, new_epoch, kind, subject, slots, table.data_nodes())
         self.running, self._deadline = election, now + self._ticks
@@ -177,6 +183,14 @@ class CopyChanges:
         dead = {election.subject} if election.kind is not Kind.GROW else set()
         return election.members - {self.me} - dead
 
+    def _renew_due(self, table: SlotTable,
+                   busy: Callable[[int], bool]) -> tuple[Kind, str, SlotSet] | None:
+        """Slots the node asked to renew (`renew`: a copy refused their writes as
+        fenced above their epoch) that are still this node's."""
+        self.renew = {s for s in self.renew if table.owner(s) == self.me}
+        left = [s for s in sorted(self.renew) if not busy(s)]
+        return (Kind.RENEW, self.me, SlotSet.from_slots(left)) if left else None
+
     def _grow_due(self, table: SlotTable,
                   busy: Callable[[int], bool]) -> tuple[Kind, str, SlotSet] | None:
         """The grow the node asked for (`grow`), on the slots still without that copy."""
@@ -191,7 +205,11 @@ class CopyChanges:
         return Kind.GROW, subject, SlotSet.from_slots(left)
 
     def on_vote(self, sender: str, vote: Vote) -> None:
-        if self.running is not None and vote.voter == sender:
+        if vote.voter != sender:
+            return
+        if not vote.granted:  # even late: the next try stands above that promise
+            self._highest_promise = max(self._highest_promise, vote.promised)
+        if self.running is not None:
             self._on_vote(self.running, vote)
 
     def _on_vote(self, election: Election, vote: Vote) -> None:

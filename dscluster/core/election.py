@@ -101,6 +101,7 @@ class Kind(enum.Enum):
     FAILOVER = "failover"  # subject: the failed primary
     SHRINK = "shrink"  # subject: the copy the primary drops
     GROW = "grow"  # subject: the copy the primary adds
+    RENEW = "renew"  # subject: the primary itself; the same copies at a higher epoch
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,10 @@ class Outcome(enum.Enum):
 def derive(kind: Kind, candidate: str, subject: str, base: Config, epoch: int) -> Config | None:
     """The configuration this change makes of `base`, or None if it does not apply there."""
     copies = base.copies
+    if kind is Kind.RENEW:
+        # A copy fenced at an epoch whose election came to nothing (a candidate that
+        # timed out while this primary lived) refuses it until it moves above that.
+        return Config(epoch, copies) if base.primary == candidate else None
     if base.primary == candidate and (subject in copies) == (kind is Kind.GROW):
         # This change was already proposed and accepted somewhere, its commit unseen
         # (an Accepted lost): propose that configuration again, as Paxos adopts the

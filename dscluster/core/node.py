@@ -257,6 +257,11 @@ class ClusterCore:
         failed = self._fd.failed()
         return tuple(sorted((*failed, self.me))) if self._withdrawn else failed
 
+    def request_renew(self, slots: SlotSet) -> None:
+        """A copy refused writes of `slots` as older than an epoch it knows: stand for
+        the same copy sets at a higher epoch (nothing changes if another won them)."""
+        self._changes.renew.update(s for s in slots if self._table.owner(s) == self.me)
+
     def request_grow(self, target: str, slots: SlotSet) -> None:
         """`target` holds every key of `slots` (and is sent their writes): stand for
         adding it to their copy sets, retrying until the table holds it there."""

@@ -37,7 +37,7 @@ import trio
 from dscluster.core.election import Config
 from dscluster.core.gossip import Liveness
 from dscluster.core.replication import Replicate, ReplicateRefused
-from dscluster.core.slots import SLOT_COUNT, key_slot
+from dscluster.core.slots import SLOT_COUNT, SlotSet, key_slot
 from dscluster.errors import BadRequestError, DSClusterError, UnavailableError
 from dscluster.node.driver import CoreDriver
 from dscluster.wire import messages as wm
@@ -45,6 +45,7 @@ from dscluster.wire import messages as wm
 log = logging.getLogger(__name__)
 
 REPLICATE_TIMEOUT = 10.0  # seconds a copy has to confirm a write
+FENCED = "this copy knows a newer configuration"  # a copy's refusal, as the primary reads it
 CallPeer = Callable[[str, wm.Request], Awaitable[wm.Response]]
 Op = tuple[str, bytes | None]  # (key, value); None: a delete
 
@@ -110,14 +111,17 @@ class Replicator:
             try:
                 with trio.fail_after(self.timeout):
                     response = await self._call_peer(peer, request)
-                if isinstance(response, wm.Fail):
-                    raise response.error.to_exception()
                 if not isinstance(response, wm.Ok):
                     raise BadRequestError(f"unexpected {type(response).__name__}")
             except trio.TooSlowError:
                 reason = f"no answer within {self.timeout:g} s"
             except DSClusterError as exc:
                 reason = str(exc).splitlines()[0][:160]
+                if isinstance(exc, UnavailableError) and FENCED in str(exc):
+                    # The copy voted in an election above this slot's epoch that came
+                    # to nothing: renew the same copy set above it (core/changes.py).
+                    await self._driver.call(self._driver.core.request_renew,
+                                            SlotSet.from_slots(to.slots))
             else:
                 self.forwarded += len(to.indices)
                 return
@@ -160,5 +164,4 @@ class Replicator:
             if isinstance(verdict, ReplicateRefused):
                 self.refused += 1
                 raise UnavailableError(
-                    f"slot {slot}: this copy knows a newer configuration than epoch {epoch} "
-                    f"of {primary}")
+                    f"slot {slot}: {FENCED} than epoch {epoch} of {primary}")

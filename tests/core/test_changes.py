@@ -10,6 +10,7 @@ from dscluster.core.gossip import Liveness
 from dscluster.core.messages import decode, encode
 from dscluster.core.node import ClusterCore, PersistentState
 from dscluster.core.planner import with_copies
+from dscluster.core.replication import Replicate, ReplicateAck, ReplicateRefused
 from dscluster.core.slots import SLOT_COUNT, SlotSet
 from dscluster.core.table import SlotTable
 from dscluster.errors import ProtocolError
@@ -79,8 +80,6 @@ def test_a_partitioned_primary_is_fenced_by_the_copy_that_stood() -> None:
     old_epoch = net.cores["B"].table.claim(slot)[0]
     net.cut.add("A")
     ticks_until(net, lambda: net.cores["B"].table.owner(slot) == "B")
-    from dscluster.core.replication import Replicate, ReplicateRefused
-
     verdict = net.cores["B"].copy_guard.on_replicate(Replicate(1, slot, old_epoch, "A"))
     assert isinstance(verdict, ReplicateRefused)
 
@@ -175,3 +174,27 @@ def test_a_requested_grow_adds_the_copy_by_majority_and_the_plan_spreads_copies(
     for s in slots:
         assert net.cores["B"].table.copies(s) == ("A", "B")
     assert a.refill_plan() is None  # nothing short any more that B could take
+
+
+def test_a_copy_fenced_by_an_election_that_came_to_nothing_is_lifted_by_a_renew() -> None:
+    """B voted at epoch 50 for a change that never committed (its candidate timed
+    out while the primary A lived): B refuses A's writes as older. A renews: the
+    same copy set at an epoch above B's promise, and B takes A's writes again."""
+    net = copies_cluster(["A", "B", "C"])
+    net.tick(2)
+    a, b = net.cores["A"], net.cores["B"]
+    slot = next(s for s in range(SLOT_COUNT) if a.table.copies(s) == ("A", "B"))
+    copies = a.table.copies(slot)
+    b._changes.acceptor.promised = 50
+    b.copy_guard.fence(slot, 50)
+    refused = b.copy_guard.on_replicate(Replicate(1, slot, a.table.claim(slot)[0], "A"))
+    assert isinstance(refused, ReplicateRefused)
+    for _try in range(4):  # the first try may lose to B's promise, and learns it
+        a.request_renew(SlotSet.of([(slot, slot)]))
+        net.tick(8)
+        epoch = a.table.claim(slot)[0]
+        if isinstance(b.copy_guard.on_replicate(Replicate(2, slot, epoch, "A")), ReplicateAck):
+            break
+    else:
+        raise AssertionError("the renew never lifted B's fence")
+    assert epoch > 50 and a.table.copies(slot) == copies == b.table.copies(slot)

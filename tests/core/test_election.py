@@ -119,6 +119,9 @@ def test_derive_rules() -> None:
     assert derive(Kind.FAILOVER, "R1", "P", taken, 9) == Config(9, ("R1", "R2"))
     assert derive(Kind.SHRINK, "P", "R1", Config(5, ("P", "R2")), 9) == Config(9, ("P", "R2"))
     assert derive(Kind.FAILOVER, "R2", "P", taken, 9) is None  # another's win: not ours
+    # A renew: the same copies at the new epoch, by the primary only.
+    assert derive(Kind.RENEW, "P", "P", BASE, 9) == Config(9, BASE.copies)
+    assert derive(Kind.RENEW, "R1", "R1", BASE, 9) is None
     # A grow whose copy is in the set already: that set again, never a copy twice.
     assert derive(Kind.GROW, "P", "R1", BASE, 9) == Config(9, BASE.copies)
 
@@ -150,7 +153,8 @@ def test_a_candidate_whose_acceptance_was_lost_wins_the_same_change_next_time() 
 change_st = st.sampled_from([("R1", Kind.FAILOVER, "P"), ("R2", Kind.FAILOVER, "P"),
                              ("P", Kind.SHRINK, "R2"), ("P", Kind.SHRINK, "R1"),
                              ("P", Kind.GROW, "X"), ("R1", Kind.FAILOVER, "R2"),
-                             ("R2", Kind.FAILOVER, "R1"), ("X", Kind.FAILOVER, "P")])
+                             ("R2", Kind.FAILOVER, "R1"), ("X", Kind.FAILOVER, "P"),
+                             ("P", Kind.RENEW, "P"), ("R1", Kind.RENEW, "R1")])
 
 
 @settings(max_examples=300, deadline=None)
