@@ -29,7 +29,7 @@ install-test: $(VENV)
 	$(PY) -m pip install -q -e '.[test]'
 
 test: install-test
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 test-slow: install-test
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
