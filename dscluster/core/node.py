@@ -257,6 +257,20 @@ class ClusterCore:
         failed = self._fd.failed()
         return tuple(sorted((*failed, self.me))) if self._withdrawn else failed
 
+    def unfinished_grows(self) -> list[tuple[str, SlotSet]]:
+        """Grows this node proposed and accepted itself but never saw committed (it
+        restarted meanwhile): the new copy must be sent every write again, as the
+        proposal may be accepted by a majority, and the grow finished."""
+        found: dict[str, list[int]] = {}
+        for slot, config in self._changes.acceptor.accepted.items():
+            epoch, owner = self._table.claim(slot)
+            if config.primary != self.me or owner != self.me or config.epoch <= epoch:
+                continue
+            for extra in config.copies:
+                if extra not in self._table.copies(slot):
+                    found.setdefault(extra, []).append(slot)
+        return [(t, SlotSet.from_slots(s)) for t, s in sorted(found.items())]
+
     def request_renew(self, slots: SlotSet) -> None:
         """A copy refused writes of `slots` as older than an epoch it knows: stand for
         the same copy sets at a higher epoch (nothing changes if another won them)."""

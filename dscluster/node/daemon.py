@@ -263,6 +263,7 @@ async def _run_data_node(host: HostHandle, datastore: SlotIndexedDatastore,
         driver = CoreDriver(core, state_file, links, settings.tick_interval)
         links.driver = driver
         node = DataNode(host, datastore, driver, links, rpc, settings, state_file)
+        node.refiller.resume()  # before serving: a grow in flight keeps its learner
         # Peers with no role are strangers: small frames, few streams (net/admission.py).
         set_trust(host.host, lambda peer: node.auth.role_of(peer) is not None)
         host.host.set_stream_handler(wm.GOSSIP_PROTOCOL, links.handle_stream)  # type: ignore[arg-type]

@@ -78,9 +78,22 @@ class Refiller:
         self._check_every = check_every
         self._retry_after = retry_after
         self.progress: Progress | None = None
+        self._resumed: list[tuple[str, SlotSet]] = []
         self.filled = 0  # copies completed (grows committed), for tests and status
 
+    def resume(self) -> None:
+        """Before the node serves: grows it proposed before a restart get their
+        learners back (a proposal may have been accepted: the copy gets every write)."""
+        self._resumed = self._driver.core.unfinished_grows()
+        for target, slots in self._resumed:
+            log.warning("refill: finishing a grow of %d slots onto %s proposed before a "
+                        "restart", len(slots), target)
+            for slot in slots:
+                self._replicator.learners[slot] = target
+
     async def run(self) -> None:
+        for target, slots in self._resumed:
+            await self._grow(target, slots, list(slots))
         while True:
             await trio.sleep(self._check_every)
             plan = self._driver.core.refill_plan()
@@ -105,7 +118,6 @@ class Refiller:
         learning = list(slots)
         for slot in learning:
             self._replicator.learners[slot] = target
-        growing = False
         try:
             failures = self._replicator.learner_failures
             p.phase = "copying"
@@ -113,19 +125,31 @@ class Refiller:
             if self._replicator.learner_failures != failures:
                 raise UnavailableError(f"{target} did not confirm a write while being filled")
             p.phase = "growing"
-            growing = True
-            await self._driver.call(lambda: core.request_grow(target, slots))
-            while core.growing is not None and core.growing[0] == target:
-                await trio.sleep(0.1)
-            held = sum(1 for s in slots if target in core.table.copies(s))
-            log.warning("refill: %s holds a copy of %d of %d slots now (%d keys, %.1f s)",
-                        target, held, len(slots), p.keys, time.monotonic() - p.started)
-            self.filled += 1
-        finally:
-            if not growing or core.growing is None or core.growing[0] != target:
-                for slot in learning:
-                    if self._replicator.learners.get(slot) == target:
-                        del self._replicator.learners[slot]
+        except BaseException:
+            self._forget(target, learning)
+            raise
+        await self._grow(target, slots, learning)
+        log.warning("refill: %d keys (%.1f MiB) copied to %s in %.1f s", p.keys,
+                    p.bytes / 2**20, target, time.monotonic() - p.started)
+
+    async def _grow(self, target: str, slots: SlotSet, learning: list[int]) -> None:
+        """Have the core add ``target`` to the copy sets of ``slots``; it stays a
+        learner until the table holds it there or the core drops the grow."""
+        core = self._driver.core
+        for slot in learning:
+            self._replicator.learners[slot] = target
+        await self._driver.call(lambda: core.request_grow(target, slots))
+        while core.growing is not None and core.growing[0] == target:
+            await trio.sleep(0.1)
+        self._forget(target, learning)
+        held = sum(1 for s in slots if target in core.table.copies(s))
+        log.warning("refill: %s holds a copy of %d of %d slots now", target, held, len(slots))
+        self.filled += 1
+
+    def _forget(self, target: str, learning: list[int]) -> None:
+        for slot in learning:
+            if self._replicator.learners.get(slot) == target:
+                del self._replicator.learners[slot]
 
     async def _copy_all(self, target: str, slots: SlotSet, p: Progress) -> None:
         last_log = time.monotonic()

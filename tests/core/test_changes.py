@@ -198,3 +198,15 @@ def test_a_copy_fenced_by_an_election_that_came_to_nothing_is_lifted_by_a_renew(
     else:
         raise AssertionError("the renew never lifted B's fence")
     assert epoch > 50 and a.table.copies(slot) == copies == b.table.copies(slot)
+
+
+def test_a_grow_accepted_before_a_restart_is_found_again() -> None:
+    table = with_copies(SlotTable.initial(["A", "B", "C"]), 2)
+    mine = next(s for s in range(SLOT_COUNT) if table.copies(s) == ("A", "B"))
+    other = next(s for s in range(SLOT_COUNT) if table.copies(s)[0] == "B")
+    accepted = ((mine, Config(9, ("A", "B", "C"))),  # my grow, never seen committed
+                (other, Config(9, ("B", "C", "A"))),  # someone else's
+                (mine + 1, Config(0, ("A", "B"))))  # committed already
+    state = PersistentState(table, 9, 1, (), 9, tuple(sorted(accepted)))
+    core = ClusterCore("A", state, rng=random.Random(0), config=CFG)
+    assert core.unfinished_grows() == [("C", SlotSet.of([(mine, mine)]))]
