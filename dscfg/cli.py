@@ -46,14 +46,14 @@ from dscluster.config import (
     IdentityConfig,
     NodeConfig,
     NodeEntry,
+    parse_multiaddr,
+    parse_peer_id,
     save_config,
     write_private_file,
 )
 from dscluster.core.planner import with_copies
 from dscluster.core.slots import SLOT_COUNT, initial_ranges
 from dscluster.core.table import MAX_COPIES, SlotTable
-from dscluster.net.host import parse_multiaddr, parse_peer_id
-from dscluster.net.pnet import SWARM_KEY_FILE, format_swarm_key, new_swarm_key
 from dscluster.roles import Role, format_clients, load_clients, save_clients
 
 app = typer.Typer(
@@ -156,6 +156,8 @@ def cluster(
     typer.echo(bootstrap)
     typer.echo(f"join secret: {secret}")
     typer.echo(f"wrote {written} and {target / JOIN_SECRET_FILE} (keep both private)")
+    from dscluster.net.pnet import SWARM_KEY_FILE, format_swarm_key, new_swarm_key
+
     swarm_key = format_swarm_key(new_swarm_key()) if private_network else ""
     if private_network:
         write_private_file(target / SWARM_KEY_FILE, swarm_key)
@@ -190,6 +192,8 @@ def _write_operator(node_dir: Path, where: Path, bootstrap: str, swarm_key: str)
     where.mkdir(parents=True, exist_ok=True)
     save_config(cfg, where / CONFIG_JSON)
     if swarm_key:
+        from dscluster.net.pnet import SWARM_KEY_FILE
+
         write_private_file(where / SWARM_KEY_FILE, swarm_key)
     clients = load_clients(str(node_dir))
     clients[cfg.identity.peer_id] = Role.ADMIN

@@ -18,132 +18,23 @@ of ``--conf``; ``--version`` prints the version.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import sys
-from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Annotated
 
-import trio
 import typer
 
 from dscluster.cliutil import VERSION_HELP, log_level_of, run_app, version_callback
-from dscluster.config import (
-    CONFIG_JSON,
-    DEFAULT_DATASTORE,
-    NodeConfig,
-    load_node_config,
-    read_join_secret,
-    table_of,
-    write_private_file,
-)
-from dscluster.datastore.open import open_datastore, write_mode
+from dscluster.config import CONFIG_JSON, DEFAULT_DATASTORE
 from dscluster.errors import ConfigError
-from dscluster.net.host import LOOPBACK_ANY_PORT, Identity, open_host
-from dscluster.net.pnet import swarm_key_of
-from dscluster.node import NodeSettings, run_data_node
-from dscluster.node.admin import serve_admin
-from dscluster.node.clients import format_clients, load_clients, save_clients
-from dscluster.node.join import NEW_IDENTITY, JoinServer, fetch_config
-from dscluster.wire.messages import JOIN_PROTOCOL
 
 log = logging.getLogger("dscluster")
 JOIN_SECRET_ENV = "DSCLUSTER_JOIN_SECRET"  # the join secret, kept off the command line
 HTTP_TOKEN_ENV = "DSCLUSTER_HTTP_TOKEN"  # --http-token, kept off the command line
 CONF_ENV = "DSCLUSTER_CONF"  # the default of --conf
 app = typer.Typer(add_completion=True, pretty_exceptions_enable=False, rich_markup_mode=None)
-
-
-async def join(conf: Path, bootstrapper: str, identity: str, secret: str,
-               listen: list[str]) -> None:
-    log.info("no %s in %s: joining through %s as identity %s", CONFIG_JSON, conf, bootstrapper,
-             identity)
-    own = Identity.generate() if identity == NEW_IDENTITY else None
-    config, clients = await fetch_config(bootstrapper, identity, secret, host_identity=own,
-                                         swarm_key=swarm_key_of(conf))
-    if own is not None:
-        config["identity"] = {"peer_id": own.peer_id_str, "sk": own.to_base64()}
-        config["addresses"] = {"swarm": listen or [LOOPBACK_ANY_PORT]}
-        log.info("joined as new member %s (no slots yet)", own.peer_id_str)
-    conf.mkdir(parents=True, exist_ok=True)
-    write_private_file(conf / CONFIG_JSON, json.dumps(config, indent="\t") + "\n")
-    save_clients(str(conf), clients)
-    load_node_config(conf)  # refuse a config we could not start from, now
-    log.info("wrote %s", conf / CONFIG_JSON)
-
-
-def keep_bound_ports(conf: Path, configured: list[str], bound: list[str]) -> None:
-    """Write the ports bound for "any port" (tcp/0) into config.json, so that a restart
-    listens where the cluster's table says this node is (a node that joined with --join
-    has tcp/0 there until its first start)."""
-    if not any(addr.rstrip("/").endswith("/tcp/0") for addr in configured) \
-            or bound == configured:
-        return
-    path = conf / CONFIG_JSON
-    config = json.loads(path.read_text(encoding="utf-8"))
-    config.setdefault("addresses", {})["swarm"] = list(bound)
-    write_private_file(path, json.dumps(config, indent="\t") + "\n")
-    log.info("saved the bound addresses %s in %s: a restart listens there again",
-             ", ".join(bound), path)
-
-
-async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list[str],
-              disable_delete: bool, tick: float, sync: bool = False, http: str = "",
-              http_token: str | None = None) -> None:
-    identity = cfg.identity.identity()
-    me = identity.peer_id_str
-    conf_dir = str(conf)
-    clients = load_clients(conf_dir)
-    settings = NodeSettings(conf_dir, table_of(cfg), clients,
-                            read_only_client=cfg.read_only_client,
-                            disable_delete=disable_delete or cfg.disable_delete,
-                            tick_interval=tick)
-    if http:  # refuse a bad --http before opening anything (dscluster/http/server.py)
-        from dscluster.http.server import check_bind
-        check_bind(http, http_token)
-    ds = open_datastore(kind, conf_dir, cfg.datastore.path, mongodb, me, sync)
-    try:
-        async with open_host(identity, listen or list(cfg.swarm),
-                             swarm_key=swarm_key_of(conf)) as host, \
-                run_data_node(host, ds, settings) as node, serve_admin(node, conf_dir), \
-                AsyncExitStack() as extras:
-            if http:
-                from dscluster.http.server import serve_node_http
-                for url in await extras.enter_async_context(
-                        serve_node_http(node, http, token=http_token)):
-                    print(f"dscluster: HTTP on {url} (/ipfs gateway, /metrics, /healthz)",
-                          flush=True)
-            if cfg.bootstrap_node:
-                secret = read_join_secret(cfg, conf)
-                driver = node.driver
-
-                async def add_member(peer: str) -> None:
-                    await driver.call(driver.core.add_member, peer, [])
-
-                server = JoinServer(cfg, secret, me, node.driver.addrs_of,
-                                    lambda: format_clients(load_clients(conf_dir)), add_member)
-                host.host.set_stream_handler(JOIN_PROTOCOL, server.handle_stream)  # type: ignore[arg-type]
-            if not listen:
-                keep_bound_ports(conf, list(cfg.swarm), host.listen_addrs)
-            for addr in node.addrs:
-                print(f"dscluster: node listening on {addr}", flush=True)
-            mode = write_mode(kind, sync)
-            slots = node.core.table.slots_of(me)
-            print(f"dscluster: {kind} datastore ({mode} writes), slots {slots or 'none yet'}", flush=True)
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    log.info("%s: shutting down", signal.Signals(signum).name)
-                    break
-    finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(10):
-            try:
-                await ds.sync("/")
-            finally:
-                await ds.close()
-    log.info("stopped; datastore closed")
 
 
 @app.command()
@@ -203,6 +94,11 @@ def main_command(
         libp2p_log.setLevel(logging.WARNING)  # its INFO is per connection
         # It logs an ERROR per failed dial while a peer is down; gossip reports that once.
         logging.getLogger("libp2p.transport.tcp").setLevel(logging.CRITICAL)
+    import trio  # the runtime, only now: --help and --version stay light
+
+    from dscluster import serve
+    from dscluster.config import load_node_config
+
     conf = conf.expanduser()
     if not (conf / CONFIG_JSON).exists():
         if not bootstrapper:
@@ -211,7 +107,7 @@ def main_command(
         if join_new and identity:
             raise ConfigError("--join makes a new identity: leave out --identity")
         if join_new:
-            identity = NEW_IDENTITY
+            identity = serve.NEW_IDENTITY
         if not identity:
             raise ConfigError("--bootstrapper needs --identity or --join")
         secret = join_secret
@@ -225,16 +121,15 @@ def main_command(
                 raise ConfigError(f"{join_secret_file}: {exc.strerror}") from None
         if not secret:
             raise ConfigError(f"joining needs --join-secret-file F or {JOIN_SECRET_ENV}")
-        trio.run(join, conf, bootstrapper, identity, secret, list(listen or ()))
+        trio.run(serve.join, conf, bootstrapper, identity, secret, list(listen or ()))
     cfg = load_node_config(conf)
     kind = datastore or cfg.datastore.kind
-    trio.run(run, conf, cfg, kind, mongodb or cfg.datastore.mongodb_uri, list(listen or ()),
+    trio.run(serve.run, conf, cfg, kind, mongodb or cfg.datastore.mongodb_uri, list(listen or ()),
              disable_delete, tick, sync or cfg.datastore.sync, http, http_token or None)
 
 
 def main(argv: list[str] | None = None) -> int:
     return run_app(app, "dscluster", argv)
-
 
 
 if __name__ == "__main__":

@@ -32,10 +32,31 @@ from typing import TYPE_CHECKING, Any
 from dscluster.core.slots import SLOT_COUNT, Range, normalize_ranges
 from dscluster.core.table import MAX_COPIES, ClusterSettings
 from dscluster.errors import ConfigError
-from dscluster.net.host import Identity, parse_multiaddr, parse_peer_id
 
 if TYPE_CHECKING:
     from dscluster.core.table import SlotTable
+    from dscluster.net.host import Identity
+
+# py-libp2p loads only when a key or address is checked (dscluster.net.host), so
+# that `--help` and `--version` of the commands that import this stay fast.
+
+
+def parse_multiaddr(text: str) -> object:
+    from dscluster.net.host import parse_multiaddr as parse
+
+    return parse(text)
+
+
+def parse_peer_id(text: str) -> object:
+    from dscluster.net.host import parse_peer_id as parse
+
+    return parse(text)
+
+
+def _identity_of(sk: str) -> Identity:
+    from dscluster.net.host import Identity
+
+    return Identity.from_base64(sk)
 
 CONFIG_JSON = "config.json"  # go-ds-cluster's DefaultConfigJson
 JOIN_SECRET_FILE = "join.secret"
@@ -52,7 +73,7 @@ class IdentityConfig:
     sk: str  # base64 of the libp2p protobuf private key, as Go writes []byte
 
     def identity(self) -> Identity:
-        return Identity.from_base64(self.sk)
+        return _identity_of(self.sk)
 
     @classmethod
     def of(cls, identity: Identity) -> IdentityConfig:
@@ -60,6 +81,8 @@ class IdentityConfig:
 
     @classmethod
     def generate(cls) -> IdentityConfig:
+        from dscluster.net.host import Identity
+
         return cls.of(Identity.generate())
 
 
@@ -167,7 +190,7 @@ def _identity(f: _Fields) -> IdentityConfig:
     peer_id = f.get("peer_id", str)
     sk = f.get("sk", str)
     try:
-        ident = Identity.from_base64(sk)
+        ident = _identity_of(sk)
     except ConfigError as exc:
         f.fail(str(exc), "sk")
     if ident.peer_id_str != peer_id:

@@ -49,6 +49,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from dscluster.core.election import (
     Accepted,
@@ -69,9 +70,12 @@ from dscluster.core.slots import SLOT_COUNT, SlotSet
 from dscluster.core.table import SlotTable
 from dscluster.errors import ProtocolError
 
+if TYPE_CHECKING:
+    from dscluster.core.messages import Message
+
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, object], None]
+Send = Callable[[str, "Message"], None]
 
 
 def table_config(table: SlotTable, slot: int) -> Config:
@@ -171,10 +175,10 @@ class CopyChanges:
             found.extend(s for s in range(start, end + 1) if not busy(s))
         failover = {k: v for k, v in failover.items() if v}
         shrink = {k: v for k, v in shrink.items() if v}
-        for kind, found in ((Kind.FAILOVER, failover), (Kind.SHRINK, shrink)):
-            if found:
-                subject = min(found)
-                return kind, subject, SlotSet.from_slots(found[subject])
+        for kind, by_subject in ((Kind.FAILOVER, failover), (Kind.SHRINK, shrink)):
+            if by_subject:
+                subject = min(by_subject)
+                return kind, subject, SlotSet.from_slots(by_subject[subject])
         return None
 
     def _voters(self, election: Election) -> frozenset[str]:

@@ -110,7 +110,6 @@ class Refiller:
                 self.progress = None
 
     async def _refill(self, target: str, slots: SlotSet) -> None:
-        core = self._driver.core
         self.progress = p = Progress(target, slots, started=time.monotonic())
         log.warning("refill: copying %d slots to %s (a new copy)", len(slots), target)
         for chunk in _chunks(list(slots), CLEAR_SLOTS):

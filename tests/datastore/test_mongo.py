@@ -170,7 +170,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"{name} is blocked in this test")
 
 sys.meta_path.insert(0, Block())
-import dscluster.cli, dscluster.datastore, dscluster.node  # a base install runs a node
+import dscluster.cli, dscluster.datastore, dscluster.node, dscluster.serve  # a base install runs a node
 from dscluster.datastore.open import open_datastore
 from dscluster.errors import ConfigError
 assert open_datastore("leveldb", sys.argv[1], "ds", "", "me").closed is False

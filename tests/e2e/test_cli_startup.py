@@ -1,4 +1,5 @@
-"""`dsclient --help`, `--version` and `hashslot` import neither py-libp2p nor trio.
+"""`dsclient --help`, `--version` and `hashslot` import neither py-libp2p nor trio;
+`dscluster` and `dscfg` `--help` and `--version` do not import py-libp2p.
 
 Importing py-libp2p (QUIC, ACME, mDNS, Prometheus) made every dsclient
 command take 1.1-2.5 s before it parsed its arguments; bench/cli_startup.py
@@ -31,6 +32,27 @@ print(" ".join(heavy) or "none")
 
 def test_help_version_and_hashslot_import_no_libp2p_nor_trio(tmp_path):
     r = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "none", r.stdout
+
+
+NODE_AND_CFG = """
+import contextlib, io, sys
+from dscfg.cli import main as dscfg
+from dscluster.cli import main as dscluster
+for main, argv in ((dscluster, ["--help"]), (dscluster, ["--version"]), (dscfg, ["--help"]),
+                   (dscfg, ["--version"]), (dscfg, ["cluster", "--help"])):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    assert code == 0 and out.getvalue(), argv
+print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] == "libp2p")) or "none")
+"""
+
+
+def test_dscluster_and_dscfg_help_and_version_import_no_libp2p(tmp_path):
+    r = subprocess.run([sys.executable, "-c", NODE_AND_CFG], capture_output=True, text=True,
                        timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "none", r.stdout
