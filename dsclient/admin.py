@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import trio
 
 from dscluster.core.planner import Move, plan
-from dscluster.core.slots import SlotSet
+from dscluster.core.slots import SLOT_COUNT, SlotSet
 from dscluster.core.table import NodeRole, SlotTable
 from dscluster.errors import BadRequestError, DSClusterError, UnavailableError
 from dscluster.net.host import HostHandle, Identity, open_host, parse_peer_id
@@ -193,6 +193,23 @@ class AdminClient:
         parse_peer_id(peer)
         via = via or (await self.members())[0]
         await self.call(via, am.AdminAddMember(0, peer, tuple(addrs)))
+
+    async def set_copies(self, copies: int) -> None:
+        """Change the cluster's copies setting (any member takes it; gossip spreads it)."""
+        await self.call((await self.members())[0], am.AdminSetCopies(0, copies))
+
+    async def wait_copies(self, copies: int, on_progress: Callable[[int, int], None]
+                          | None = None, timeout: float = 3600) -> None:
+        """Wait until every slot has ``copies`` copies in the first member's table."""
+        with trio.fail_after(timeout):
+            while True:
+                table = await self.table()
+                done = sum(1 for s in range(SLOT_COUNT) if len(table.copies(s)) == copies)
+                if on_progress is not None:
+                    on_progress(done, SLOT_COUNT)
+                if done == SLOT_COUNT:
+                    return
+                await trio.sleep(POLL_INTERVAL)
 
     async def remove_member(self, peer: str) -> None:
         via = next(p for p in await self.members() if p != peer)

@@ -7,6 +7,9 @@ through dsclient.admin. Progress goes to stderr, results to stdout; a user
 error prints one line and exits 1; ``check`` exits 2 when the cluster is not
 consistent. With DIR/swarm.key the admin client is in that private network.
 
+``set-copies N`` changes how many copies of every slot the cluster keeps
+and waits (with progress) until every slot has them.
+
 ``auth add|remove`` record a client role change on one member (the roles are
 cluster state: gossip brings the change to every member, one that is down
 included once it is back), then wait up to ``--wait`` seconds and print one
@@ -177,6 +180,33 @@ def remove_node(peer: Annotated[str, typer.Argument(help="Peer ID of the node to
     async def run(admin: AdminClient) -> None:
         _done(await admin.drain(peer, parallel=parallel, on_progress=_progress))
         print(f"{peer} retired: it owns no slots; stop it now")
+    _with_admin(run)
+
+
+@app.command("set-copies")
+def set_copies(
+    copies: Annotated[int, typer.Argument(help="Copies of every slot, on distinct nodes.")],
+    wait: Annotated[bool, typer.Option(
+        "--wait/--no-wait", help="Wait until every slot has that many copies.")] = True,
+) -> None:
+    """Change how many copies of every slot the cluster keeps (doc/copies.md).
+
+    Primaries fill new copies on other nodes while clients read and write, or
+    drop extra ones, each change agreed by a majority of the nodes.
+    """
+    if copies < 1:
+        raise UserError(f"copies must be at least 1, got {copies}")
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done} of {total} slots have {copies} copies", end="", file=sys.stderr,
+              flush=True)
+
+    async def run(admin: AdminClient) -> None:
+        await admin.set_copies(copies)
+        if wait:
+            await admin.wait_copies(copies, progress)
+            print(file=sys.stderr)
+        print(f"copies set to {copies}" + ("; every slot has them" if wait else ""))
     _with_admin(run)
 
 

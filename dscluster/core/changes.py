@@ -16,7 +16,9 @@ before anything it sends, per the Ready contract).
     usual case, and a second one only costs a retry;
   - a *shrink*: slots this node is primary of with a replica FAIL in its
     view (one such replica per election), so that writes of those slots,
-    which stop while a copy cannot confirm them, resume on the copies left.
+    which stop while a copy cannot confirm them, resume on the copies left;
+    likewise a copy on a retired node, and the last copy of a set longer
+    than the `copies` setting (`dsclient cluster set-copies`);
   then a *renew* of slots whose writes a copy refused as fenced (a copy
   that stood or voted in an election that came to nothing stays fenced
   above the slot's epoch: the same copy set at a higher epoch lifts that),
@@ -124,8 +126,8 @@ class CopyChanges:
             self._next_try = now + self._rng.randint(1, self._ticks)
         if now < self._next_try:
             return epoch
-        change = (self._due(table, set(failed), busy) if failed and table.has_replicas()
-                  else None) or self._renew_due(table, busy) or self._grow_due(table, busy)
+        change = (self._due(table, set(failed), busy) if table.has_replicas() else None) \
+            or self._renew_due(table, busy) or self._grow_due(table, busy)
         if change is None:
             self._due_since = None
             return epoch
@@ -157,6 +159,8 @@ class CopyChanges:
              busy: Callable[[int], bool]) -> tuple[Kind, str, SlotSet] | None:
         failover: dict[str, list[int]] = {}
         shrink: dict[str, list[int]] = {}
+        members = set(table.data_nodes())
+        want = table.settings.copies
         for start, end, _epoch, owner, replicas in table.copy_runs():  # cached per bucket
             if not replicas or (owner != self.me and self.me not in replicas):
                 continue
@@ -166,7 +170,10 @@ class CopyChanges:
                     continue
                 found = failover.setdefault(owner, [])
             elif owner == self.me:
-                dead = [c for c in replicas if c in failed]
+                # a FAIL copy, one of a retired node, or the last one of too many
+                dead = [c for c in replicas if c in failed or c not in members]
+                if not dead and len(replicas) + 1 > want:
+                    dead = [replicas[-1]]
                 if not dead:
                     continue
                 found = shrink.setdefault(dead[0], [])

@@ -35,6 +35,7 @@ slots when a migration hands off, and writes a won election into the table.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections.abc import Iterable, Sequence
@@ -68,8 +69,10 @@ from dscluster.core.slots import SlotSet, key_slot
 from dscluster.core.table import (
     BUCKET_SIZE,
     DEFAULT_SETTINGS,
+    MAX_COPIES,
     ClientInfo,
     ClientRole,
+    ClusterSettings,
     NodeInfo,
     NodeRole,
     SlotTable,
@@ -79,6 +82,14 @@ from dscluster.core.table import (
 from dscluster.errors import BadRequestError, ProtocolError
 
 log = logging.getLogger(__name__)
+
+REFILL_CHUNK = 16  # slots that go to one new copy together (few ranges, even spread)
+
+
+def _rendezvous(key: int, candidates: Sequence[str]) -> str:
+    """The candidate with the highest hash of (key, candidate): stable, evenly spread."""
+    return max(candidates, key=lambda c: hashlib.blake2b(f"{key}/{c}".encode(),
+                                                         digest_size=8).digest())
 
 __all__ = ["Action", "ClusterCore", "ListKeys", "MoveKeys", "PersistentState", "Ready"]
 
@@ -206,26 +217,31 @@ class ClusterCore:
 
     def refill_plan(self) -> tuple[str, SlotSet] | None:
         """Slots I am primary of with fewer copies than the setting, and the live data
-        member to copy them to (the one holding fewest slots and copies); None if none.
+        member to copy them to; None if none.
 
-        A node's copies of a dead node's slots end up spread: each primary picks
-        for itself, and each pick counts what is held already."""
+        Each run of `REFILL_CHUNK` slots picks its member by rendezvous hashing
+        among the live members that hold no copy of it, so every primary spreads
+        its new copies evenly over the others, and all decide alike without
+        talking (no herding onto the least loaded). One call plans one member's
+        part; the next call, once that grow is done, the next member's."""
         t = self._table
         want = t.settings.copies
         if want < 2 or self._changes.grow is not None or self._withdrawn:
             return None
-        held = t.slot_counts()
-        for peer, n in t.replica_counts().items():
-            held[peer] = held.get(peer, 0) + n
-        live = sorted((held.get(p, 0), p) for p in t.data_nodes()
-                      if p != self.me and self.liveness(p) is Liveness.UP)
-        short = [s for s in t.slots_of(self.me)
-                 if len(t.copies(s)) < want and not self._mig.busy(s)]
-        for _count, target in live:
-            slots = [s for s in short if target not in t.copies(s)]
-            if slots:
-                return target, SlotSet.from_slots(slots)
-        return None
+        live = [p for p in t.data_nodes()
+                if p != self.me and self.liveness(p) is Liveness.UP]
+        parts: dict[str, list[int]] = {}
+        for s in t.slots_of(self.me):
+            copies = t.copies(s)
+            if len(copies) >= want or self._mig.busy(s):
+                continue
+            candidates = [p for p in live if p not in copies]
+            if candidates:
+                parts.setdefault(_rendezvous(s // REFILL_CHUNK, candidates), []).append(s)
+        if not parts:
+            return None
+        target = min(parts)
+        return target, SlotSet.from_slots(parts[target])
 
     # -- a wiped disk ---------------------------------------------------------------------
 
@@ -356,6 +372,16 @@ class ClusterCore:
         if peer != self.me:
             self._send(peer, self._delta(None, self._table.nodes.values(),
                                          self._table.clients.values()))
+
+    def set_copies(self, copies: int) -> None:
+        """Change the cluster's copies setting; primaries act on it (refill, shrink)."""
+        members = len(self._table.data_nodes())
+        if type(copies) is not int or not 1 <= copies <= min(MAX_COPIES, members):
+            raise BadRequestError(f"copies must be from 1 to {min(MAX_COPIES, members)} "
+                                  f"(at most one copy per data node), got {copies}")
+        self._table.merge_settings(ClusterSettings(copies, self._table.settings.version + 1))
+        self._dirty = True
+        self._broadcast(self._delta(nodes=self._table.nodes.values()))
 
     def remove_member(self, peer: str) -> None:
         old = self._table.nodes.get(peer)

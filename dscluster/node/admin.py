@@ -129,6 +129,10 @@ class AdminService:
             case am.AdminRevoke(peer=client, role=role):
                 return wm.Ok(rid, await self._revoke(peer, client,
                                                      _client_role(role) if role else None))
+            case am.AdminSetCopies(copies=copies):
+                await driver.call(driver.core.set_copies, copies)
+                log.info("copies set to %d by %s", copies, peer.to_base58())
+                return wm.Ok(rid)
             case am.AdminRoles():
                 return am.AdminRolesReply(rid, self._node.core.me, tuple(
                     (c, r.value) for c, r in sorted(self._node.client_roles().items())))

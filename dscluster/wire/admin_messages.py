@@ -142,3 +142,13 @@ class AdminRolesReply(Response):
     id: int
     peer_id: PeerId  # the answering node
     clients: Annotated[tuple[tuple[PeerId, RoleName], ...], MaxLen(65536)]
+
+
+@message(76)
+@dataclass(frozen=True, slots=True)
+class AdminSetCopies(Request):
+    """Change the cluster's `copies` setting (gossiped; primaries then fill new copies
+    or shrink extra ones by majority, doc/copies.md). Answered Ok."""
+
+    id: int
+    copies: int

@@ -13,7 +13,7 @@ from dscluster.core.planner import with_copies
 from dscluster.core.replication import Replicate, ReplicateAck, ReplicateRefused
 from dscluster.core.slots import SLOT_COUNT, SlotSet
 from dscluster.core.table import SlotTable
-from dscluster.errors import ProtocolError
+from dscluster.errors import BadRequestError, ProtocolError
 from tests.core.test_node import CFG, Net
 
 
@@ -210,3 +210,31 @@ def test_a_grow_accepted_before_a_restart_is_found_again() -> None:
     state = PersistentState(table, 9, 1, (), 9, tuple(sorted(accepted)))
     core = ClusterCore("A", state, rng=random.Random(0), config=CFG)
     assert core.unfinished_grows() == [("C", SlotSet.of([(mine, mine)]))]
+
+
+def test_set_copies_grows_every_slot_then_shrinks_it_back_by_majority() -> None:
+    ids = ["A", "B", "C"]
+    net = Net([ClusterCore.bootstrap(i, SlotTable.initial(ids), rng=random.Random(i),
+                                     config=CFG) for i in ids])
+    net.tick(2)
+    with pytest.raises(BadRequestError, match="at most one copy per data node"):
+        net.cores["A"].set_copies(4)
+    net.cores["A"].set_copies(2)
+    net.tick(2)
+    assert all(c.table.settings.copies == 2 for c in net.cores.values())
+
+    def grow_all() -> bool:  # what node/refill.py does once a new copy holds the keys
+        for core in net.cores.values():
+            plan = core.refill_plan()
+            if plan is not None:
+                core.request_grow(*plan)
+        return all(len(net.cores[n].table.copies(s)) == 2 for n in ids
+                   for s in range(SLOT_COUNT))
+
+    ticks_until(net, grow_all)
+    counts = net.cores["A"].table.replica_counts()  # spread: each holds about a third
+    assert sorted(counts) == ids and all(abs(n - 5461) < 800 for n in counts.values()), counts
+    net.cores["B"].set_copies(1)
+    ticks_until(net, lambda: all(len(net.cores[n].table.copies(s)) == 1 for n in ids
+                                 for s in range(SLOT_COUNT)))
+    assert net.cores["C"].table.slot_counts() == SlotTable.initial(ids).slot_counts()

@@ -415,3 +415,23 @@ def test_ctrl_c_while_joining_a_silent_peer(silent, down, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=TIMEOUT)
     assert _last_line(err, 130, proc.returncode) == "dscluster: interrupted"
+
+
+def test_set_copies_from_the_cli_gives_every_slot_a_copy_and_takes_it_back(live, tmp_path):
+    """Last in this module: it changes the shared cluster (and puts it back)."""
+    f = tmp_path / "c.bin"
+    f.write_bytes(os.urandom(300_000))
+    cid = live.ok("add", "-q", str(f)).strip()
+    bad = dsclient("--conf", str(live.conf), "cluster", "set-copies", "4")
+    assert _last_line(bad.stderr, 1, bad.returncode) == (
+        "dsclient: error: copies must be from 1 to 3 (at most one copy per data node), got 4")
+    assert live.ok("cluster", "set-copies", "2").strip() == (
+        "copies set to 2; every slot has them")
+    status = json.loads(live.ok("status", "--json"))
+    assert sum(n["copies"] for n in status) == 16384 and all(n["copies"] for n in status)
+    out = tmp_path / "back.bin"
+    live.ok("get", cid, str(out))
+    assert out.read_bytes() == f.read_bytes()
+    assert live.ok("cluster", "set-copies", "1").strip() == (
+        "copies set to 1; every slot has them")
+    assert sum(n["copies"] for n in json.loads(live.ok("status", "--json"))) == 0

@@ -223,6 +223,40 @@ async def test_a_node_back_with_a_wiped_disk_serves_nothing_and_loses_nothing(tm
                 assert [stored[p] for p in _holders(cluster, k)] == [b"again", b"again"]
 
 
+async def test_set_copies_on_a_running_cluster_fills_and_drops_copies(tmp_path) -> None:
+    """copies 1 -> 2 on three running nodes: every slot gets a second copy, filled
+    while a client writes, every key on both; then 2 -> 1 drops them again."""
+    with trio.fail_after(120):
+        async with local_cluster(tmp_path, 3) as cluster, open_cluster_client(
+                cluster.client_identity, bootstrap=[cluster.nodes[0].addrs[0]],
+                options=ClientOptions(request_timeout=20.0)) as client:
+            keys = [f"/set-copies/{i}" for i in range(90)]
+            for k in keys:
+                await client.put(Key(k), b"one")
+            node = cluster.nodes[1]
+            await node.driver.call(node.core.set_copies, 2)
+
+            def copies_are(n: int) -> bool:
+                return all(len(c.core.table.copies(s)) == n for c in cluster.nodes
+                           for s in range(16384))
+
+            i = 0
+            while not copies_are(2):
+                await client.put(Key(keys[i % len(keys)]), b"two")
+                i += 1
+                await trio.sleep(0.02)
+            for k in keys:
+                want = await client.get(Key(k))
+                stored = await _on_disk(cluster, k)
+                assert [stored[p] for p in _holders(cluster, k)] == [want, want], k
+            counts = cluster.nodes[0].core.table.replica_counts()
+            assert len(counts) == 3  # spread over every node
+            await node.driver.call(node.core.set_copies, 1)
+            await _until(lambda: copies_are(1))
+            for k in keys:
+                assert await client.get(Key(k)) in (b"one", b"two")
+
+
 async def test_blocks_are_read_from_a_copy_when_their_primary_is_down_or_lost_them(
         tmp_path) -> None:
     with trio.fail_after(90):
