@@ -109,6 +109,8 @@ class CopyChanges:
         # stood for, and retried, until the table holds the copy in those slots.
         self.grow: tuple[str, SlotSet] | None = None
         self.renew: set[int] = set()  # slots whose copies refused this primary's writes
+        # A slot move with copies (node/refill.py): hand the primary role to a copy.
+        self.handover: tuple[str, SlotSet] | None = None
 
     # -- the candidate ---------------------------------------------------------------
 
@@ -127,7 +129,8 @@ class CopyChanges:
         if now < self._next_try:
             return epoch
         change = (self._due(table, set(failed), busy) if table.has_replicas() else None) \
-            or self._renew_due(table, busy) or self._grow_due(table, busy)
+            or self._renew_due(table, busy) or self._grow_due(table, busy) \
+            or self._handover_due(table, busy)
         if change is None:
             self._due_since = None
             return epoch
@@ -161,6 +164,7 @@ class CopyChanges:
         shrink: dict[str, list[int]] = {}
         members = set(table.data_nodes())
         want = table.settings.copies
+        moving = set(self.handover[1]) if self.handover else set()  # keep the extra copy
         for start, end, _epoch, owner, replicas in table.copy_runs():  # cached per bucket
             if not replicas or (owner != self.me and self.me not in replicas):
                 continue
@@ -171,12 +175,18 @@ class CopyChanges:
                 found = failover.setdefault(owner, [])
             elif owner == self.me:
                 # a FAIL copy, one of a retired node, or the last one of too many
+                # (but not a slot being handed over: its extra copy is the new primary)
                 dead = [c for c in replicas if c in failed or c not in members]
-                if not dead and len(replicas) + 1 > want:
+                extra = not dead and len(replicas) + 1 > want
+                if extra:
                     dead = [replicas[-1]]
                 if not dead:
                     continue
                 found = shrink.setdefault(dead[0], [])
+                if extra:
+                    found.extend(s for s in range(start, end + 1)
+                                 if not busy(s) and s not in moving)
+                    continue
             else:
                 continue
             found.extend(s for s in range(start, end + 1) if not busy(s))
@@ -191,7 +201,7 @@ class CopyChanges:
     def _voters(self, election: Election) -> frozenset[str]:
         """Whom to ask: every member but me and, for a failover or shrink, the FAIL
         node it drops (which still counts in the quorum; asking it is a wasted send)."""
-        dead = {election.subject} if election.kind is not Kind.GROW else set()
+        dead = {election.subject} if election.kind in (Kind.FAILOVER, Kind.SHRINK) else set()
         return election.members - {self.me} - dead
 
     def _renew_due(self, table: SlotTable,
@@ -201,6 +211,19 @@ class CopyChanges:
         self.renew = {s for s in self.renew if table.owner(s) == self.me}
         left = [s for s in sorted(self.renew) if not busy(s)]
         return (Kind.RENEW, self.me, SlotSet.from_slots(left)) if left else None
+
+    def _handover_due(self, table: SlotTable,
+                      busy: Callable[[int], bool]) -> tuple[Kind, str, SlotSet] | None:
+        """The handover the node asked for (`handover`), on the slots still its own."""
+        if self.handover is None:
+            return None
+        subject, slots = self.handover
+        left = [s for s in slots if table.owner(s) == self.me]
+        if not left or subject not in table.data_nodes():
+            self.handover = None  # committed, or no longer ours to hand over
+            return None
+        due = [s for s in left if subject in table.replicas(s) and not busy(s)]
+        return (Kind.HANDOVER, subject, SlotSet.from_slots(due)) if due else None  # or: filling
 
     def _grow_due(self, table: SlotTable,
                   busy: Callable[[int], bool]) -> tuple[Kind, str, SlotSet] | None:

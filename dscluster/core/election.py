@@ -102,6 +102,7 @@ class Kind(enum.Enum):
     SHRINK = "shrink"  # subject: the copy the primary drops
     GROW = "grow"  # subject: the copy the primary adds
     RENEW = "renew"  # subject: the primary itself; the same copies at a higher epoch
+    HANDOVER = "handover"  # subject: an in-sync copy that becomes primary (a slot move)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,15 @@ def derive(kind: Kind, candidate: str, subject: str, base: Config, epoch: int) -
         # A copy fenced at an epoch whose election came to nothing (a candidate that
         # timed out while this primary lived) refuses it until it moves above that.
         return Config(epoch, copies) if base.primary == candidate else None
+    if kind is Kind.HANDOVER:
+        # The primary hands the slot to one of its in-sync copies and goes last (the
+        # new primary shrinks it away if the set is longer than the setting).
+        if base.primary == candidate and subject in copies[1:]:
+            rest = tuple(c for c in copies if c not in (candidate, subject))
+            return Config(epoch, (subject, *rest, candidate))
+        if base.primary == subject and candidate in copies[1:]:
+            return Config(epoch, copies)  # done already, its commit unseen: again
+        return None
     if base.primary == candidate and (subject in copies) == (kind is Kind.GROW):
         # This change was already proposed and accepted somewhere, its commit unseen
         # (an Accepted lost): propose that configuration again, as Paxos adopts the

@@ -292,6 +292,17 @@ class ClusterCore:
         the same copy sets at a higher epoch (nothing changes if another won them)."""
         self._changes.renew.update(s for s in slots if self._table.owner(s) == self.me)
 
+    def request_handover(self, target: str, slots: SlotSet) -> None:
+        """`target` holds a copy of `slots`: stand for making it their primary."""
+        self._changes.handover = (target, slots)
+
+    def request_handover_cancel(self) -> None:
+        self._changes.handover = None
+
+    @property
+    def handing_over(self) -> tuple[str, SlotSet] | None:
+        return self._changes.handover
+
     def request_grow(self, target: str, slots: SlotSet) -> None:
         """`target` holds every key of `slots` (and is sent their writes): stand for
         adding it to their copy sets, retrying until the table holds it there."""

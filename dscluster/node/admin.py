@@ -107,6 +107,9 @@ class AdminService:
                 return self._status(rid)
             case am.AdminMigrate(ranges=ranges, target=target):
                 slots = SlotSet(_ranges(ranges))
+                table = driver.core.table
+                if any(len(table.copies(s)) > 1 for s in slots):  # keep the copies whole
+                    return wm.Ok(rid, self._node.refiller.start_move(slots, target))
                 mid = await driver.start_migration(slots, target)
                 return wm.Ok(rid, mid)
             case am.AdminAbort(mid=mid):
@@ -168,18 +171,22 @@ class AdminService:
             am.MigrationInfo(m.mid, m.source, m.target, m.phase.value, m.slots.ranges,
                              migrator.moved.get(m.mid, 0) if m.source == core.me else 0,
                              migrator.moved_bytes.get(m.mid, 0) if m.source == core.me else 0)
-            for m in core.migrations)
+            for m in core.migrations) + tuple(
+            am.MigrationInfo(m.mid, core.me, m.target, m.progress.phase, m.slots.ranges,
+                             m.progress.keys, m.progress.bytes)
+            for m in self._node.refiller.moves.values())
         moved = tuple((mid, keys, migrator.moved_bytes.get(mid, 0))
                       for mid, keys in sorted(migrator.moved.items())[-MOVED_REPORTED:])
         return am.AdminStatusReply(rid, core.me, core.epoch, core.table.to_cbor(), migrations,
                                    moved)
 
     async def _check(self, rid: int) -> am.AdminCheckReply:
-        """Scan every key once: is each on a slot this node owns, imports or exports?"""
+        """Scan every key once: is each on a slot this node holds a copy of, imports or
+        exports?"""
         core = self._node.core
         allowed = bytearray(SLOT_COUNT)
-        for slot in core.table.slots_of(core.me):
-            allowed[slot] = 1
+        for slot in (*core.table.slots_of(core.me), *core.table.replica_slots_of(core.me)):
+            allowed[slot] = 1  # primary or copy
         for m in core.migrations:
             for slot in m.slots:
                 allowed[slot] = 1

@@ -19,6 +19,14 @@ picks the slots and the member (`ClusterCore.refill_plan`); here, in order:
 4. **grow**: the core stands for adding the copy, and retries, until the
    table holds it in those slots.
 
+**Moving** slots that have copies (a rebalance, `move`) goes the same way
+instead of through a migration: the target is filled and grown into the
+copy sets (if it is not in them yet), then the core stands for a
+*handover* (the target becomes primary by majority, this node goes last in
+the set), the new primary shrinks the extra copy away, and this node then
+drops its keys of those slots. No write is ever held on fewer copies than
+the set names, and the move is reported as a migration (`moves`).
+
 A failure before step 4 (the member unreachable, a write it did not confirm,
 this node no longer primary) drops the learner and the attempt; the next try
 starts again at step 1. From step 4 on the learner stays until the table
@@ -50,6 +58,8 @@ log = logging.getLogger(__name__)
 
 CallPeer = Callable[[str, wm.Request], Awaitable[wm.Response]]
 CHECK_EVERY = 1.0  # seconds between looks for slots short of copies
+MOVE_TIMEOUT = 300.0  # seconds a move's handover and shrink may take before it gives up
+MOVE_IDS = 1 << 40  # move ids start here, apart from the core's migration ids
 RETRY_AFTER = 5.0  # seconds after a failed attempt before the next
 CLEAR_SLOTS = 1024  # slots per clearing request
 PROGRESS_EVERY = 10.0  # seconds between progress lines in the log
@@ -60,10 +70,18 @@ SLOT_KEYS = 1 << 30  # keys of one slot listed at once (keys only: a slot holds 
 class Progress:
     target: str
     slots: SlotSet
-    phase: str = "clearing"  # clearing, copying, growing
+    phase: str = "clearing"  # clearing, copying, growing (a move: then handing-over, dropping)
     keys: int = 0
     bytes: int = 0
     started: float = 0.0
+
+
+@dataclass
+class Move:
+    mid: int
+    target: str
+    slots: SlotSet
+    progress: Progress
 
 
 class Refiller:
@@ -79,6 +97,9 @@ class Refiller:
         self._retry_after = retry_after
         self.progress: Progress | None = None
         self._resumed: list[tuple[str, SlotSet]] = []
+        self.moves: dict[int, Move] = {}  # queued or running, by id (status lists them)
+        self._next_move = MOVE_IDS
+        self._wake = trio.Event()
         self.filled = 0  # copies completed (grows committed), for tests and status
 
     def resume(self) -> None:
@@ -91,11 +112,34 @@ class Refiller:
             for slot in slots:
                 self._replicator.learners[slot] = target
 
+    def start_move(self, slots: SlotSet, target: str) -> int:
+        """Queue moving ``slots`` (all primary here, with copies) to ``target``; its id."""
+        core = self._driver.core
+        if target == core.me or target not in core.table.data_nodes():
+            raise BadRequestError(f"{target} is not another data member")
+        if any(core.table.owner(s) != core.me for s in slots):
+            raise BadRequestError("only slots this node is primary of can move from here")
+        mid, self._next_move = self._next_move, self._next_move + 1
+        self.moves[mid] = Move(mid, target, slots, Progress(target, slots, "queued"))
+        self._wake.set()
+        log.info("move %d: slots %s to %s (with their copies)", mid, slots, target)
+        return mid
+
     async def run(self) -> None:
         for target, slots in self._resumed:
             await self._grow(target, slots, list(slots))
         while True:
-            await trio.sleep(self._check_every)
+            with trio.move_on_after(self._check_every):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            for move in list(self.moves.values()):
+                try:
+                    await self._move(move)
+                except DSClusterError as exc:
+                    log.warning("move %d of %d slots to %s failed: %s", move.mid,
+                                len(move.slots), move.target, _one_line(exc))
+                finally:
+                    del self.moves[move.mid]
             plan = self._driver.core.refill_plan()
             if plan is None:
                 continue
@@ -109,8 +153,49 @@ class Refiller:
             finally:
                 self.progress = None
 
-    async def _refill(self, target: str, slots: SlotSet) -> None:
-        self.progress = p = Progress(target, slots, started=time.monotonic())
+    async def _move(self, move: Move) -> None:
+        core = self._driver.core
+        p = move.progress
+        p.started = time.monotonic()
+        await self._driver.call(lambda: core.request_handover(move.target, move.slots))
+        try:
+            missing = [s for s in move.slots if move.target not in core.table.copies(s)]
+            if missing:  # fill and grow the target into those copy sets first
+                await self._refill(move.target, SlotSet.from_slots(missing), p)
+            p.phase = "handing-over"
+            with trio.fail_after(MOVE_TIMEOUT):
+                while core.handing_over is not None:
+                    await trio.sleep(0.1)
+                p.phase = "dropping"  # the new primary shrinks a copy past the setting away
+                want = core.table.settings.copies
+                while any(core.me in (c := core.table.copies(s)) and len(c) > want
+                          for s in move.slots):
+                    await trio.sleep(0.1)
+        except trio.TooSlowError:
+            raise UnavailableError(f"the handover to {move.target} did not complete in "
+                                   f"{MOVE_TIMEOUT:g} s") from None
+        finally:
+            if core.handing_over is not None:
+                await self._driver.call(lambda: core.request_handover_cancel())
+        await self._drop([s for s in move.slots if core.me not in core.table.copies(s)])
+        log.warning("move %d: %d slots now on %s (%.1f s)", move.mid, len(move.slots),
+                    move.target, time.monotonic() - p.started)
+
+    async def _drop(self, slots: list[int]) -> None:
+        """Delete this node's keys of slots it holds no copy of any more."""
+        for slot in slots:
+            while keys := await self._ds.keys_in_slots(slot, slot, 4096):
+                async with self._locks.hold(keys):
+                    if self._driver.core.me in self._driver.core.table.copies(slot):
+                        return  # a copy again (a refill chose this node): keep them
+                    batch = await self._ds.batch()
+                    for key in keys:
+                        batch.delete(key)
+                    await batch.commit()
+
+    async def _refill(self, target: str, slots: SlotSet, p: Progress | None = None) -> None:
+        self.progress = p = p or Progress(target, slots, started=time.monotonic())
+        p.phase = "clearing"
         log.warning("refill: copying %d slots to %s (a new copy)", len(slots), target)
         for chunk in _chunks(list(slots), CLEAR_SLOTS):
             await self._send(target, chunk, clear=True)

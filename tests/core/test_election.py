@@ -119,6 +119,12 @@ def test_derive_rules() -> None:
     assert derive(Kind.FAILOVER, "R1", "P", taken, 9) == Config(9, ("R1", "R2"))
     assert derive(Kind.SHRINK, "P", "R1", Config(5, ("P", "R2")), 9) == Config(9, ("P", "R2"))
     assert derive(Kind.FAILOVER, "R2", "P", taken, 9) is None  # another's win: not ours
+    # A handover: an in-sync copy becomes primary, the old one goes last.
+    assert derive(Kind.HANDOVER, "P", "R1", BASE, 9) == Config(9, ("R1", "R2", "P"))
+    assert derive(Kind.HANDOVER, "P", "X", BASE, 9) is None  # not a copy
+    assert derive(Kind.HANDOVER, "R1", "R2", BASE, 9) is None  # only the primary
+    handed = Config(5, ("R1", "R2", "P"))  # done, its commit unseen: the same again
+    assert derive(Kind.HANDOVER, "P", "R1", handed, 9) == Config(9, handed.copies)
     # A renew: the same copies at the new epoch, by the primary only.
     assert derive(Kind.RENEW, "P", "P", BASE, 9) == Config(9, BASE.copies)
     assert derive(Kind.RENEW, "R1", "R1", BASE, 9) is None
@@ -154,7 +160,8 @@ change_st = st.sampled_from([("R1", Kind.FAILOVER, "P"), ("R2", Kind.FAILOVER, "
                              ("P", Kind.SHRINK, "R2"), ("P", Kind.SHRINK, "R1"),
                              ("P", Kind.GROW, "X"), ("R1", Kind.FAILOVER, "R2"),
                              ("R2", Kind.FAILOVER, "R1"), ("X", Kind.FAILOVER, "P"),
-                             ("P", Kind.RENEW, "P"), ("R1", Kind.RENEW, "R1")])
+                             ("P", Kind.RENEW, "P"), ("R1", Kind.RENEW, "R1"),
+                             ("P", Kind.HANDOVER, "R1"), ("P", Kind.HANDOVER, "R2")])
 
 
 @settings(max_examples=300, deadline=None)

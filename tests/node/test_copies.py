@@ -13,7 +13,8 @@ from multiformats import CID, multihash
 
 from dsclient.client import ClientOptions, open_cluster_client
 from dscluster.blocks import block_key
-from dscluster.core.slots import key_slot
+from dscluster.core.planner import Move
+from dscluster.core.slots import SlotSet, key_slot
 from dscluster.datastore.key import Key
 from dscluster.errors import NotFoundError, UnavailableError
 from dscluster.net.host import Identity
@@ -255,6 +256,57 @@ async def test_set_copies_on_a_running_cluster_fills_and_drops_copies(tmp_path) 
             await _until(lambda: copies_are(1))
             for k in keys:
                 assert await client.get(Key(k)) in (b"one", b"two")
+
+
+async def test_moving_slots_with_copies_keeps_every_copy_while_clients_write(tmp_path) -> None:
+    """A reshard of slots with two copies: the target is filled and grown into the
+    copy sets, the primary role is handed over by majority, the old primary's copy
+    is shrunk away and its keys dropped; no write is held on one copy meanwhile."""
+    from dsclient.admin import open_admin
+
+    admin = Identity.generate()
+    with trio.fail_after(150):
+        async with local_cluster(tmp_path, 3, copies=2, admins=[admin.peer_id_str]) as cluster, \
+                open_cluster_client(cluster.client_identity,
+                                    bootstrap=[cluster.nodes[0].addrs[0]],
+                                    options=ClientOptions(request_timeout=20.0)) as client:
+            table = cluster.nodes[0].core.table
+            source, target = cluster.nodes[0].peer_id, cluster.nodes[2].peer_id
+            moving = [s for s in table.slots_of(source) if target not in table.copies(s)][:300]
+            keys = [f"/move/{i}" for i in range(4000)]
+            keys = [k for k in keys if key_slot(k) in moving][:60]
+            assert len(keys) > 20
+            for k in keys:
+                await client.put(Key(k), b"before")
+            seeds = {n.peer_id: list(n.addrs) for n in cluster.nodes}
+            async with open_admin(admin, seeds) as ac, trio.open_nursery() as nursery:
+                writes = [0]
+
+                async def write_on() -> None:
+                    while True:
+                        await client.put(Key(keys[writes[0] % len(keys)]), b"during")
+                        writes[0] += 1
+                        await trio.sleep(0.01)
+
+                nursery.start_soon(write_on)
+                await ac.execute([Move(SlotSet.from_slots(moving), source, target)])
+                nursery.cancel_scope.cancel()
+            assert writes[0] > 0
+            t = cluster.nodes[0].core.table
+            for s in moving:
+                assert t.owner(s) == target and len(t.copies(s)) == 2 and source not in t.copies(s)
+            for k in keys:
+                want = await client.get(Key(k))
+                stored = await _on_disk(cluster, k)
+                assert [stored[p] for p in t.copies(key_slot(k))] == [want, want], (k, stored)
+                assert stored[source] is None, (k, stored)  # dropped from the old primary
+            # To a node that already holds a copy: the handover alone.
+            node = cluster.nodes[2]
+            back = SlotSet.from_slots(moving[:50])
+            mid = node.refiller.start_move(back, t.replicas(moving[0])[0])
+            await _until(lambda: mid not in node.refiller.moves)
+            t = node.core.table
+            assert all(t.owner(s) != target and len(t.copies(s)) == 2 for s in back)
 
 
 async def test_blocks_are_read_from_a_copy_when_their_primary_is_down_or_lost_them(
