@@ -199,9 +199,10 @@ class CopyChanges:
         return None
 
     def _voters(self, election: Election) -> frozenset[str]:
-        """Whom to ask: every member but me and, for a failover or shrink, the FAIL
-        node it drops (which still counts in the quorum; asking it is a wasted send)."""
-        dead = {election.subject} if election.kind in (Kind.FAILOVER, Kind.SHRINK) else set()
+        """Whom to ask: every member but me and, for a failover, the FAIL primary (it
+        still counts in the quorum; asking it is a wasted send). A shrink's subject
+        is asked: it may be alive (a copy past the setting, a retired node)."""
+        dead = {election.subject} if election.kind is Kind.FAILOVER else set()
         return election.members - {self.me} - dead
 
     def _renew_due(self, table: SlotTable,
