@@ -13,7 +13,13 @@ import hashlib
 import json
 import subprocess
 
+import pytest
+
 from tests.http.conftest import JS_DIR, GatewayCluster
+
+# Installing Node and Helia from npm takes about a minute on a fresh machine: this
+# interop check runs with `make test-slow`, outside the default run's 15 minutes.
+pytestmark = pytest.mark.slow
 
 
 def run_js(node: str, request: dict[str, object]) -> dict[str, list[dict[str, object]]]:

@@ -100,7 +100,12 @@ async def _run_seed(tmp_path, seed: int,
 COVERING = [("source", "target"), ("target", "coordinator"), ("coordinator", "source")]
 
 
-@pytest.mark.parametrize("victims", COVERING, ids=["-".join(v) for v in COVERING])
+# The first covering run is in the default run (about 45 s); the other two, which
+# complete the "every party in every round" cover, run with `make test-slow` and
+# `make test-kill` (the default run's budget is 15 minutes).
+@pytest.mark.parametrize("victims", [
+    pytest.param(v, marks=[pytest.mark.slow] if i else [], id="-".join(v))
+    for i, v in enumerate(COVERING)])
 async def test_kill9_every_party_in_every_round(tmp_path, victims):
     with trio.fail_after(900):
         await _run_seed(tmp_path, 1 + COVERING.index(victims), victims)
