@@ -339,7 +339,7 @@ class AdminClient:
                     await trio.sleep(POLL_INTERVAL)
                 sources_busy.add(move.source)
                 try:
-                    mid = await self.migrate(move.source, move.slots, move.target)
+                    mid = await self._migrate_when_up(move)
                     log.info("migration %d: %s slots %s -> %s", mid, move.source, move.slots,
                              move.target)
                     await self.wait_migration(move.source, mid, progress, on_progress)
@@ -355,6 +355,17 @@ class AdminClient:
                 nursery.start_soon(run, move)
         await self.wait_converged()
         return progress
+
+    async def _migrate_when_up(self, move: Move, timeout: float = 60) -> int:
+        """Start ``move`` at its source, waiting out a source that is restarting."""
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    return await self.migrate(move.source, move.slots, move.target)
+                except UnavailableError as exc:
+                    log.info("waiting for %s to start a move: %s", move.source, exc)
+                    await trio.sleep(1)
+        return await self.migrate(move.source, move.slots, move.target)  # its error, once more
 
     async def wait_converged(self, timeout: float = 30) -> None:
         """Wait until every member reports the same slot table (gossip spreads claims)."""

@@ -22,6 +22,7 @@ from dscluster.config import (
     table_of,
     write_private_file,
 )
+from dscluster.core.gossip import DAEMON_GOSSIP
 from dscluster.datastore.open import open_datastore, write_mode
 from dscluster.net.host import LOOPBACK_ANY_PORT, Identity, open_host
 from dscluster.net.pnet import swarm_key_of
@@ -79,7 +80,7 @@ async def run(conf: Path, cfg: NodeConfig, kind: str, mongodb: str, listen: list
     settings = NodeSettings(conf_dir, table_of(cfg), clients,
                             read_only_client=cfg.read_only_client,
                             disable_delete=disable_delete or cfg.disable_delete,
-                            tick_interval=tick)
+                            tick_interval=tick, gossip=DAEMON_GOSSIP)
     if http:  # refuse a bad --http before opening anything (dscluster/http/server.py)
         from dscluster.http.server import check_bind
         check_bind(http, http_token)

@@ -45,6 +45,13 @@ class GossipConfig:
     batch_keys: int = 4096  # keys per MoveKeys (the migrator sends them in 1 MiB chunks)
     fanout: int = 0  # peers pinged per heartbeat (0: all); others still within pfail_ticks / 2
     election_ticks: int = 4  # a copy-set election not decided by then is retried (core/changes.py)
+    # A member never heard from since this node started is not suspected for this
+    # many ticks more: nodes of a cluster start seconds apart, and failing over the
+    # slots of one still starting is churn (the daemon uses DAEMON_GOSSIP's).
+    startup_grace_ticks: int = 0
+
+
+DAEMON_GOSSIP = GossipConfig(startup_grace_ticks=20)  # 10 s at the default 0.5 s tick
 
 
 class Liveness(enum.Enum):
@@ -70,7 +77,7 @@ class FailureDetector:
         """Start (or stop) the clocks of the peers we expect heartbeats from."""
         wanted = set(peers) - {self._me}
         for peer in wanted - self._last_heard.keys():
-            self._last_heard[peer] = self._now
+            self._last_heard[peer] = self._now + self._cfg.startup_grace_ticks
         for peer in self._last_heard.keys() - wanted:
             del self._last_heard[peer]
             self._reports.pop(peer, None)

@@ -65,10 +65,12 @@ async def test_with_two_copies_a_wiped_node_loses_nothing_and_is_refilled(tmp_pa
     options = ClientOptions(request_timeout=30.0)
     with trio.fail_after(240):
         async with ProcessCluster(tmp_path, 3, copies=2, admin_client=True) as pc:
-            assert pc.table is not None
             victim = pc.peer_id(WIPED)
+            async with open_admin(pc.client_identity, pc.seeds()) as admin:
+                # nodes start seconds apart: wait until the copy sets are settled
+                table = await _until_two_copies(admin)
             keys = [Key(f"/wipe/{i}") for i in range(KEYS)]
-            on_victim = {k for k in keys if victim in pc.table.copies(key_slot(str(k)))}
+            on_victim = {k for k in keys if victim in table.copies(key_slot(str(k)))}
             assert 0 < len(on_victim) < KEYS
             async with open_cluster_client(pc.client_identity, bootstrap=[pc.bootstrap_addr],
                                            options=options) as client:
@@ -88,9 +90,13 @@ async def test_with_two_copies_a_wiped_node_loses_nothing_and_is_refilled(tmp_pa
                     assert await client.get(k) == b"again"
             await pc.wait_for_log(WIPED, "withdrawing until they are re-made")
             async with open_admin(pc.client_identity, pc.seeds()) as admin:
-                with trio.fail_after(120):  # every slot has two copies again
-                    while True:
-                        table = await admin.table()
-                        if all(len(table.copies(s)) == 2 for s in range(16384)):
-                            break
-                        await trio.sleep(0.5)
+                await _until_two_copies(admin)  # every slot has two copies again
+
+
+async def _until_two_copies(admin):  # type: ignore[no-untyped-def]
+    with trio.fail_after(120):
+        while True:
+            table = await admin.table()
+            if all(len(table.copies(s)) == 2 for s in range(16384)):
+                return table
+            await trio.sleep(0.5)
