@@ -16,6 +16,7 @@ ticks without a word. Each round is a fresh cluster.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import tempfile
@@ -76,6 +77,7 @@ async def _until_whole(cluster: ProcessCluster, since: float) -> float:
 
 
 def main() -> None:
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)  # a dial per try to the dead node
     parser = argparse.ArgumentParser(prog="python -m bench.failover")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keys", type=int, default=2000)
