@@ -187,7 +187,7 @@ class Refiller:
             while keys := await self._ds.keys_in_slots(slot, slot, 4096):
                 async with self._locks.hold(keys):
                     if self._driver.core.me in self._driver.core.table.copies(slot):
-                        return  # a copy again (a refill chose this node): keep them
+                        break  # a copy again (a refill chose this node): keep them
                     batch = await self._ds.batch()
                     for key in keys:
                         batch.delete(key)
