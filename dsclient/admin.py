@@ -444,8 +444,14 @@ class AdminClient:
             if not first.is_complete():
                 problems.append(f"{first_peer}: the slot table leaves slots unowned")
             for peer, table in tables.items():
-                if table.runs() != first.runs():
+                if table.copy_runs() != first.copy_runs():
                     problems.append(f"{peer}: its slot table differs from {first_peer}'s")
+            want = first.settings.copies
+            short = [s for s in range(SLOT_COUNT) if 0 < len(first.copies(s)) < want]
+            if short:
+                problems.append(f"{len(short)} slots have fewer than {want} copies "
+                                f"(e.g. slots {SlotSet.from_slots(short[:64])}): "
+                                "re-replication is filling them")
         return CheckReport(tuple(problems), len(statuses), keys)
 
     async def fix(self, on_progress: ProgressFn | None = None) -> list[str]:

@@ -429,6 +429,8 @@ def test_set_copies_from_the_cli_gives_every_slot_a_copy_and_takes_it_back(live,
         "copies set to 2; every slot has them")
     status = json.loads(live.ok("status", "--json"))
     assert sum(n["copies"] for n in status) == 16384 and all(n["copies"] for n in status)
+    check = json.loads(live.ok("cluster", "check", "--json"))  # every slot fully copied
+    assert check["ok"] is True and check["problems"] == [], check
     out = tmp_path / "back.bin"
     live.ok("get", cid, str(out))
     assert out.read_bytes() == f.read_bytes()
