@@ -14,9 +14,8 @@ import os
 import random
 import shutil
 import subprocess
-import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from dscluster.http.server import serve_client_http, serve_node_http
 from dscluster.net.host import Identity
 from dscluster.node.auth import Role
 from dscluster.testing.cluster import InProcessCluster, local_cluster
+from dscluster.trio_thread import TrioThread
 
 JS_DIR = Path(__file__).parent / "js"
 
@@ -64,53 +64,44 @@ class GatewayCluster:
     tight_url: str = ""  # a client gateway with 4 slots and a queue of 8
     cids: dict[str, CID] = field(default_factory=dict)
     data: dict[str, bytes] = field(default_factory=dict)
-    _ready: threading.Event = field(default_factory=threading.Event)
-    _error: BaseException | None = None
+    _loop: TrioThread[GatewayCluster] | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True,
-                                        name="http-test-cluster")
-        self._thread.start()
-        self._ready.wait(120)
-        if self._error is not None:
-            raise self._error
-        assert self.node_url, "the cluster did not start in 120 s"
+        """Run the cluster, clients and gateways on a trio loop in a thread
+        (dscluster/trio_thread.py); a failure to start is raised here."""
+        self._loop = TrioThread("http-test-cluster", self._serve)
 
-    async def _main(self) -> None:
-        try:
-            async with local_cluster(self.base, 3) as cluster, AsyncExitStack() as stack:
-                self.cluster = cluster
-                nursery = await stack.enter_async_context(trio.open_nursery())
-                boot = [cluster.nodes[0].addrs[0]]
-                writer = await AsyncClient.start(nursery, bootstrap=boot,
-                                                 identity=cluster.client_identity)
-                await self._add_content(writer)
-                reader_id = Identity.generate()
-                for node in cluster.nodes:  # every node knows it at once (no gossip wait)
-                    await node.set_client_role(reader_id.peer_id_str, Role.READ_ONLY)
-                reader = await AsyncClient.start(nursery, bootstrap=boot, identity=reader_id)
-                self.node_url = (await stack.enter_async_context(
-                    serve_node_http(cluster.nodes[0], "127.0.0.1:0")))[0]
-                self.client_url = (await stack.enter_async_context(serve_client_http(
-                    DatastoreBlockStore(reader.cluster), "127.0.0.1:0",
-                    limits=HttpLimits(max_concurrent=32), cluster=reader.cluster)))[0]
-                self.token_url = (await stack.enter_async_context(serve_node_http(
-                    cluster.nodes[1], "127.0.0.1:0", token=self.token)))[0]
-                self.tight_app_limits = HttpLimits(max_concurrent=4, max_waiting=8, max_wait=5)
-                self.tight_url = (await stack.enter_async_context(serve_client_http(
-                    DatastoreBlockStore(reader.cluster), "127.0.0.1:0",
-                    limits=self.tight_app_limits)))[0]
-                self.reader, self.writer = reader, writer
-                self._token = trio.lowlevel.current_trio_token()
-                self._stop = trio.Event()
-                self._ready.set()
-                await self._stop.wait()
+    @asynccontextmanager
+    async def _serve(self) -> AsyncIterator[GatewayCluster]:
+        async with local_cluster(self.base, 3) as cluster, AsyncExitStack() as stack:
+            self.cluster = cluster
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            boot = [cluster.nodes[0].addrs[0]]
+            writer = await AsyncClient.start(nursery, bootstrap=boot,
+                                             identity=cluster.client_identity)
+            await self._add_content(writer)
+            reader_id = Identity.generate()
+            for node in cluster.nodes:  # every node knows it at once (no gossip wait)
+                await node.set_client_role(reader_id.peer_id_str, Role.READ_ONLY)
+            reader = await AsyncClient.start(nursery, bootstrap=boot, identity=reader_id)
+            self.node_url = (await stack.enter_async_context(
+                serve_node_http(cluster.nodes[0], "127.0.0.1:0")))[0]
+            self.client_url = (await stack.enter_async_context(serve_client_http(
+                DatastoreBlockStore(reader.cluster), "127.0.0.1:0",
+                limits=HttpLimits(max_concurrent=32), cluster=reader.cluster)))[0]
+            self.token_url = (await stack.enter_async_context(serve_node_http(
+                cluster.nodes[1], "127.0.0.1:0", token=self.token)))[0]
+            self.tight_app_limits = HttpLimits(max_concurrent=4, max_waiting=8, max_wait=5)
+            self.tight_url = (await stack.enter_async_context(serve_client_http(
+                DatastoreBlockStore(reader.cluster), "127.0.0.1:0",
+                limits=self.tight_app_limits)))[0]
+            self.reader, self.writer = reader, writer
+            try:
+                yield self
+            finally:
                 await writer.aclose()
                 await reader.aclose()
                 nursery.cancel_scope.cancel()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
 
     async def _add_content(self, c: AsyncClient) -> None:
         rng = random.Random(18)
@@ -131,12 +122,12 @@ class GatewayCluster:
         self.cids["docs"] = await c.add(tree / "docs", recursive=True)
 
     def call(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        return trio.from_thread.run(fn, *args, trio_token=self._token)
+        assert self._loop is not None
+        return self._loop.run(fn, *args)
 
     def close(self) -> None:
-        if getattr(self, "_token", None) is not None:
-            trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-            self._thread.join(60)
+        if self._loop is not None:
+            self._loop.stop(60)
 
 
 @pytest.fixture(scope="package")
