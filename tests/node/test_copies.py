@@ -281,16 +281,17 @@ async def test_moving_slots_with_copies_keeps_every_copy_while_clients_write(tmp
             seeds = {n.peer_id: list(n.addrs) for n in cluster.nodes}
             async with open_admin(admin, seeds) as ac, trio.open_nursery() as nursery:
                 writes = [0]
+                done = trio.Event()
 
-                async def write_on() -> None:
-                    while True:
+                async def write_on() -> None:  # every write acknowledged: none cut off
+                    while not done.is_set():
                         await client.put(Key(keys[writes[0] % len(keys)]), b"during")
                         writes[0] += 1
                         await trio.sleep(0.01)
 
                 nursery.start_soon(write_on)
                 await ac.execute([Move(SlotSet.from_slots(moving), source, target)])
-                nursery.cancel_scope.cancel()
+                done.set()
             assert writes[0] > 0
             t = cluster.nodes[0].core.table
             for s in moving:
