@@ -308,6 +308,8 @@ class ClusterClient(Datastore):
                         retry.append(op)
                         to_refresh.add(op.peer)
                         to_refresh.update(replicas)  # after a failover, one of them leads
+                        if not replicas:  # copies this client has not heard of yet
+                            to_refresh.update(self.table.addrs)
                     else:
                         op.error = UnavailableError(
                             f"node {op.peer} serving slot {key_slot(op.key)} is unavailable: "
