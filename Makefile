@@ -11,6 +11,9 @@ endif
 SEEDS ?= 200
 MINUTES ?= 10
 PYTEST_ARGS ?=
+# test files run in this many worker processes (pytest-xdist; a file stays in one
+# worker, so its module fixtures are set up once); WORKERS=0 runs them in this one
+WORKERS ?= 2
 
 .PHONY: install install-test test test-slow test-kill lint run bench simulate fuzz soak clean
 
@@ -29,7 +32,7 @@ install-test: $(VENV)
 	$(PY) -m pip install -q -e '.[test]'
 
 test: install-test
-	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: install-test
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)

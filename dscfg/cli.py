@@ -15,7 +15,9 @@ copy that file, so the operator is authorized on every node from the start
 ``dsclient cluster auth add PEER ROLE``.
 
 ``dscfg cluster --copies N`` places N copies of every slot on distinct nodes
-(primary first, the replicas spread over the others; doc/copies.md).
+(primary first, the replicas spread over the others; doc/copies.md). The
+default is 2 copies (1 for a one-node cluster): a new cluster survives a dead
+node or disk. ``--copies 1`` is go-ds-cluster's behaviour.
 
 ``dscfg client FILE`` writes a client config: its own identity, no slots.
 
@@ -53,7 +55,7 @@ from dscluster.config import (
 )
 from dscluster.core.planner import with_copies
 from dscluster.core.slots import SLOT_COUNT, initial_ranges
-from dscluster.core.table import MAX_COPIES, SlotTable
+from dscluster.core.table import MAX_COPIES, SlotTable, default_copies
 from dscluster.roles import Role, format_clients, load_clients, save_clients
 
 app = typer.Typer(
@@ -109,11 +111,13 @@ def cluster(
     operator: Annotated[bool, typer.Option(
         "--client/--no-client",
         help="Write an operator client config, admin (and read-write) on every node.")] = True,
-    copies: Annotated[int, typer.Option(
+    copies: Annotated[int | None, typer.Option(
         help="Copies of every slot, on distinct nodes: the cluster then loses no "
              "acknowledged write with copies-1 disks gone, and fails a dead primary over "
-             "when a majority of nodes is alive (doc/copies.md). 1 is go-ds-cluster's.",
-    )] = 1,
+             "when a majority of nodes is alive (doc/copies.md). Default: 2 (1 for a "
+             "one-node cluster); 1 is go-ds-cluster's behaviour.",
+        show_default=False,
+    )] = None,
 ) -> None:
     """Write the bootstrap node's config for a new cluster and print its multiaddr.
 
@@ -125,6 +129,8 @@ def cluster(
         raise UserError(f"--cluster-node-number must be between 1 and {SLOT_COUNT}, got {nodes}")
     if base_port < 0 or base_port + nodes - 1 > 65535:
         raise UserError(f"--base-port {base_port} leaves no room for {nodes} ports")
+    if copies is None:
+        copies = default_copies(nodes)
     if not 1 <= copies <= min(nodes, MAX_COPIES):
         raise UserError(f"--copies must be between 1 and {min(nodes, MAX_COPIES)} "
                         f"(at most one copy per node), got {copies}")
@@ -163,7 +169,8 @@ def cluster(
         write_private_file(target / SWARM_KEY_FILE, swarm_key)
         typer.echo(f"wrote {target / SWARM_KEY_FILE} (copy it to every node and client)")
     if operator:
-        peer = _write_operator(target, operator_dir, bootstrap, swarm_key)
+        seeds = [f"{e.swarm[0]}/p2p/{e.id}" for e in entries]
+        peer = _write_operator(target, operator_dir, seeds, swarm_key)
         typer.echo(f"wrote {operator_dir / CONFIG_JSON}: client {peer}, admin on every node; "
                    f"try: dsclient --conf {operator_dir} status")
 
@@ -185,10 +192,12 @@ def _entries(ids: list[str], addrs: list[str], copies: int) -> tuple[NodeEntry, 
                  for node, slots, addr in zip(ids, initial_ranges(len(ids)), addrs, strict=True))
 
 
-def _write_operator(node_dir: Path, where: Path, bootstrap: str, swarm_key: str) -> str:
+def _write_operator(node_dir: Path, where: Path, seeds: list[str], swarm_key: str) -> str:
     """An admin client config in ``where``, listed in the bootstrap node's clients file
-    (joiners copy that file; the role is then gossiped cluster state); its peer ID."""
-    cfg = ClientConfig(identity=IdentityConfig.generate(), bootstrap_addrs=(bootstrap,))
+    (joiners copy that file; the role is then gossiped cluster state); its peer ID.
+    It names every node (``seeds``), so it still finds the cluster with the
+    bootstrap node down."""
+    cfg = ClientConfig(identity=IdentityConfig.generate(), bootstrap_addrs=tuple(seeds))
     where.mkdir(parents=True, exist_ok=True)
     save_config(cfg, where / CONFIG_JSON)
     if swarm_key:

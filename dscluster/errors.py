@@ -60,6 +60,11 @@ class UnavailableError(DSClusterError):
     """A node or the backing store cannot be reached right now (transient)."""
 
 
+class FencedError(UnavailableError):
+    """A copy refused a primary's write: it knows a newer configuration of the slot
+    (a higher epoch, or a vote it cast in an election above the primary's epoch)."""
+
+
 class ProtocolError(DSClusterError):
     """A peer broke the wire protocol (garbage, oversized frame, unknown message)."""
 

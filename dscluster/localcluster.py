@@ -1,6 +1,6 @@
 """Run a local cluster of real dscluster processes: what `make run` starts.
 
-    python -m dscluster.localcluster [--nodes 3] [--copies 1] [--dir DIR] [--datastore KIND]
+    python -m dscluster.localcluster [--nodes 3] [--copies 2] [--dir DIR] [--datastore KIND]
 
 Runs `dscfg cluster` (which writes an operator client at DIR/client, admin
 and read-write on every node), starts the bootstrap node, then the others
@@ -24,6 +24,7 @@ import tempfile
 
 import trio
 
+from dscluster.core.table import default_copies
 from dscluster.procs import ProcessCluster, script
 
 CLIENT_DIR = "client"
@@ -62,7 +63,9 @@ async def _run(nodes: int, base: str, datastore: str, copies: int) -> None:
     client = os.path.join(base, CLIENT_DIR)
     async with LocalCluster(base, nodes, datastore=datastore, tick=0.5,
                             operator_client=client, copies=copies) as cluster:
-        print(f"ds-cluster: {nodes} nodes, configs, data and logs in {base}")
+        copy_word = "copy" if copies == 1 else "copies"
+        print(f"ds-cluster: {nodes} nodes, {copies} {copy_word} of every slot; "
+              f"configs, data and logs in {base}")
         for i in range(nodes):
             addrs = cluster.listening_addrs(i)
             print(f"  node {i}: {addrs[-1] if addrs else '?'}")
@@ -83,11 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--dir", default="", help="default: a new directory under /tmp")
     parser.add_argument("--datastore", default="leveldb")
-    parser.add_argument("--copies", type=int, default=1,
-                        help="copies of every slot, on distinct nodes (doc/copies.md)")
+    parser.add_argument("--copies", type=int, default=None,
+                        help="copies of every slot, on distinct nodes (doc/copies.md); "
+                             "default 2, or 1 with one node")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")
+    if args.copies is None:
+        args.copies = default_copies(args.nodes)
     if not 1 <= args.copies <= args.nodes:
         parser.error(f"--copies must be between 1 and --nodes ({args.nodes})")
     base = os.path.abspath(args.dir) if args.dir else tempfile.mkdtemp(prefix="dscluster-")

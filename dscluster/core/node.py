@@ -220,28 +220,31 @@ class ClusterCore:
         member to copy them to; None if none.
 
         Each run of `REFILL_CHUNK` slots picks its member by rendezvous hashing
-        among the live members that hold no copy of it, so every primary spreads
-        its new copies evenly over the others, and all decide alike without
-        talking (no herding onto the least loaded). One call plans one member's
-        part; the next call, once that grow is done, the next member's."""
+        among the data members that hold no copy of it and are not FAIL, so every
+        primary spreads its new copies evenly over the others, and all decide alike
+        without talking (no herding onto the least loaded). A member that is only
+        suspected (PFAIL) keeps its part, which waits until it is UP again or FAIL:
+        a moment's missed ping must not send its share to the others for good.
+        One call plans one UP member's part; the next call, once that grow is
+        done, the next member's."""
         t = self._table
         want = t.settings.copies
         if want < 2 or self._changes.grow is not None or self._withdrawn:
             return None
-        live = [p for p in t.data_nodes()
-                if p != self.me and self.liveness(p) is Liveness.UP]
+        members = [p for p in t.data_nodes()
+                   if p != self.me and self.liveness(p) is not Liveness.FAIL]
         parts: dict[str, list[int]] = {}
         for s in t.slots_of(self.me):
             copies = t.copies(s)
             if len(copies) >= want or self._mig.busy(s):
                 continue
-            candidates = [p for p in live if p not in copies]
+            candidates = [p for p in members if p not in copies]
             if candidates:
                 parts.setdefault(_rendezvous(s // REFILL_CHUNK, candidates), []).append(s)
-        if not parts:
+        ready = sorted(p for p in parts if self.liveness(p) is Liveness.UP)
+        if not ready:
             return None
-        target = min(parts)
-        return target, SlotSet.from_slots(parts[target])
+        return ready[0], SlotSet.from_slots(parts[ready[0]])
 
     # -- a wiped disk ---------------------------------------------------------------------
 

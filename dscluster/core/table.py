@@ -83,6 +83,12 @@ Entry = tuple[int, str, tuple[str, ...]]  # (epoch, owner, replicas): a slot's f
 # (start, end, epoch, owner, replicas): consecutive equal entries
 CopyRun = tuple[int, int, int, str, tuple[str, ...]]
 MAX_COPIES = 16  # a sanity bound on the setting and on a copy set's length
+DEFAULT_COPIES = 2  # a new cluster of two or more nodes survives a dead node or disk
+
+
+def default_copies(nodes: int) -> int:
+    """The copies a new cluster of ``nodes`` gets unless told otherwise."""
+    return max(1, min(nodes, DEFAULT_COPIES))
 
 BUCKET_SIZE = 256
 BUCKET_COUNT = SLOT_COUNT // BUCKET_SIZE

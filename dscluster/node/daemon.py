@@ -60,6 +60,7 @@ from dscluster.node.replicator import Replicator
 from dscluster.node.service import StoreService
 from dscluster.node.slotindex import SlotIndexedDatastore, slot_indexed
 from dscluster.node.statefile import StateFile
+from dscluster.node.sweep import Sweeper
 from dscluster.wire import messages as wm
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ class DataNode:
             replicator=self.replicator)
         self.migrator = Migrator(driver, datastore, self.locks, self._send_batch)
         self.refiller = Refiller(driver, datastore, self.locks, self.replicator, self.call_peer)
+        # built now, from the table the node starts with: the slots it held before
+        self.sweeper = Sweeper(driver, datastore, self.locks, self.replicator.learned)
 
     @property
     def peer_id(self) -> str:
@@ -273,6 +276,7 @@ async def _run_data_node(host: HostHandle, datastore: SlotIndexedDatastore,
                 await nursery.start(node.clients_file.run)
                 nursery.start_soon(node.service.count_keys)
                 nursery.start_soon(node.refiller.run)
+                nursery.start_soon(node.sweeper.run)
                 log.info("node %s serving slots %s", me, core.table.slots_of(me))
                 yield node
         finally:

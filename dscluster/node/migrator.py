@@ -24,7 +24,7 @@ stay moved) and reports move_failed: the core lists again after its next tick.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -107,7 +107,7 @@ class Migrator:
                 in_flight.release()
 
         try:
-            chunks = await self._chunks(action.keys)
+            chunks = await self._ds.by_size(action.keys, CHUNK_BYTES)
         except DSClusterError as exc:
             chunks, errors = [], [exc]
         async with trio.open_nursery() as nursery:
@@ -125,22 +125,6 @@ class Migrator:
             return
         log.debug("migration %d: %d keys moved to %s", action.mid, total, action.target)
         await self._driver.report(self._driver.core.keys_moved, action.mid, action.keys)
-
-    async def _chunks(self, keys: Sequence[str]) -> list[list[str]]:
-        """Split keys into chunks of at most CHUNK_BYTES of values (sizes as of now)."""
-        chunks: list[list[str]] = [[]]
-        size = 0
-        for key in keys:
-            try:
-                n = await self._ds.get_size(key)
-            except NotFoundError:
-                n = 0  # gone: its chunk deletes whatever index entry is left
-            if chunks[-1] and size + n > CHUNK_BYTES:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(key)
-            size += n
-        return chunks
 
     async def _move_chunk(self, target: str, keys: list[str]) -> tuple[int, int]:
         """Copy keys to target and delete them here, all under their locks."""

@@ -183,15 +183,12 @@ class Refiller:
 
     async def _drop(self, slots: list[int]) -> None:
         """Delete this node's keys of slots it holds no copy of any more."""
+        core = self._driver.core
         for slot in slots:
-            while keys := await self._ds.keys_in_slots(slot, slot, 4096):
-                async with self._locks.hold(keys):
-                    if self._driver.core.me in self._driver.core.table.copies(slot):
-                        break  # a copy again (a refill chose this node): keep them
-                    batch = await self._ds.batch()
-                    for key in keys:
-                        batch.delete(key)
-                    await batch.commit()
+            def copy_again(slot: int = slot) -> bool:  # a refill chose this node: keep them
+                return core.me in core.table.copies(slot)
+
+            await self._ds.drop_slot(slot, self._locks, copy_again)
 
     async def _refill(self, target: str, slots: SlotSet, p: Progress | None = None) -> None:
         self.progress = p = p or Progress(target, slots, started=time.monotonic())
@@ -245,28 +242,13 @@ class Refiller:
                     break
                 slot = key_slot(found[0])
                 keys = await self._ds.keys_in_slots(slot, slot, SLOT_KEYS)
-                for chunk in await self._by_size(keys):
+                for chunk in await self._ds.by_size(keys, CHUNK_BYTES):
                     await self._copy_chunk(target, slot, chunk, p)
                 slot += 1
                 if time.monotonic() - last_log >= PROGRESS_EVERY:
                     last_log = time.monotonic()
                     log.warning("refill to %s: %d keys, %.1f MiB copied, at slot %d",
                                 target, p.keys, p.bytes / 2**20, slot)
-
-    async def _by_size(self, keys: list[str]) -> list[list[str]]:
-        chunks: list[list[str]] = [[]]
-        size = 0
-        for key in keys:
-            try:
-                n = await self._ds.get_size(key)
-            except NotFoundError:
-                continue
-            if chunks[-1] and size + n > CHUNK_BYTES:
-                chunks.append([])
-                size = 0
-            chunks[-1].append(key)
-            size += n
-        return [c for c in chunks if c]
 
     async def _copy_chunk(self, target: str, slot: int, keys: list[str], p: Progress) -> None:
         async with self._locks.hold(keys):

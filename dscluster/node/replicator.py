@@ -29,6 +29,7 @@ one key reach every copy in the order the primary applied them.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -38,14 +39,13 @@ from dscluster.core.election import Config
 from dscluster.core.gossip import Liveness
 from dscluster.core.replication import Replicate, ReplicateRefused
 from dscluster.core.slots import SLOT_COUNT, SlotSet, key_slot
-from dscluster.errors import BadRequestError, DSClusterError, UnavailableError
+from dscluster.errors import BadRequestError, DSClusterError, FencedError, UnavailableError
 from dscluster.node.driver import CoreDriver
 from dscluster.wire import messages as wm
 
 log = logging.getLogger(__name__)
 
 REPLICATE_TIMEOUT = 10.0  # seconds a copy has to confirm a write
-FENCED = "this copy knows a newer configuration"  # a copy's refusal, as the primary reads it
 CallPeer = Callable[[str, wm.Request], Awaitable[wm.Response]]
 Op = tuple[str, bytes | None]  # (key, value); None: a delete
 
@@ -70,6 +70,10 @@ class Replicator:
         # in-sync copy, and a write it does not confirm is not acknowledged.
         self.learners: dict[int, str] = {}
         self.learner_failures = 0  # writes a learner did not confirm (the refill starts over)
+        # The copy's side: slot -> time.monotonic() of the last write taken of a slot
+        # whose copy set does not name this node (it is being filled as a learner):
+        # node/sweep.py leaves those keys alone.
+        self.learned: dict[int, float] = {}
 
     # -- the primary --------------------------------------------------------------
 
@@ -117,7 +121,7 @@ class Replicator:
                 reason = f"no answer within {self.timeout:g} s"
             except DSClusterError as exc:
                 reason = str(exc).splitlines()[0][:160]
-                if isinstance(exc, UnavailableError) and FENCED in str(exc):
+                if isinstance(exc, FencedError):
                     # The copy voted in an election above this slot's epoch that came
                     # to nothing: renew the same copy set above it (core/changes.py).
                     await self._driver.call(self._driver.core.request_renew,
@@ -163,5 +167,10 @@ class Replicator:
             verdict = guard.on_replicate(Replicate(request.id, slot, epoch, primary))
             if isinstance(verdict, ReplicateRefused):
                 self.refused += 1
-                raise UnavailableError(
-                    f"slot {slot}: {FENCED} than epoch {epoch} of {primary}")
+                raise FencedError(f"slot {slot}: this copy knows a newer configuration "
+                                  f"than epoch {epoch} of {primary}")
+        me = self._driver.core.me
+        now = time.monotonic()
+        for slot in epochs:
+            if me not in table.copies(slot):
+                self.learned[slot] = now

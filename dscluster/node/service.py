@@ -66,7 +66,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_CHUNK_ENTRIES = 4096  # entries per query chunk, whatever the client asks
 MAX_CHUNK_BYTES = 4 * 1024 * 1024  # keys and values per query chunk (a frame is 16 MiB)
-CLEAR_CHUNK = 4096  # keys a new copy drops per batch when told to clear a slot
 ForwardDelete = Callable[[str, str], Awaitable[None]]  # (target peer, key)
 
 
@@ -281,12 +280,7 @@ class StoreService:
     async def _clear_slots(self, slots: list[int]) -> None:
         """Drop every key held of ``slots`` (stale ones from before this copy is filled)."""
         for slot in slots:
-            while keys := await self._ds.keys_in_slots(slot, slot, CLEAR_CHUNK):
-                async with self._locks.hold(keys):
-                    batch = await self._ds.batch()
-                    for key in keys:
-                        batch.delete(key)
-                    await batch.commit()
+            await self._ds.drop_slot(slot, self._locks)
 
     def _info(self, rid: int) -> wm.NodeInfo:
         core = self._driver.core

@@ -30,8 +30,9 @@ which the daemon runs before it serves.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from dscluster.core.slots import key_slot
 from dscluster.datastore.base import BatchOp, Datastore
@@ -44,7 +45,10 @@ from dscluster.datastore.query import (
     Results,
     normalized_prefix,
 )
-from dscluster.errors import BadKeyError
+from dscluster.errors import BadKeyError, NotFoundError
+
+if TYPE_CHECKING:
+    from dscluster.node.keylocks import KeyLocks
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ RESERVED = "/.dscluster"
 INDEX_PREFIX = RESERVED + "/slot/"
 MARKER = Key.raw(RESERVED + "/slot-index-v1")
 BUILD_BATCH = 1024  # index entries per batch while building the index
+DROP_BATCH = 4096  # keys of a slot deleted per batch by drop_slot
 
 
 def index_key(key: Key) -> Key:
@@ -143,7 +148,42 @@ class SlotIndexedDatastore(Datastore):
         finally:
             await results.aclose()
 
+    async def by_size(self, keys: Sequence[str], most_bytes: int) -> list[list[str]]:
+        """Split ``keys`` into runs holding at most ``most_bytes`` of values (sizes as of
+        now; a run holds one key at least). A key gone since it was listed counts 0
+        and stays in: its run's reader finds it gone and can drop its index entry."""
+        runs: list[list[str]] = [[]]
+        size = 0
+        for key in keys:
+            try:
+                n = await self.get_size(key)
+            except NotFoundError:
+                n = 0
+            if runs[-1] and size + n > most_bytes:
+                runs.append([])
+                size = 0
+            runs[-1].append(key)
+            size += n
+        return [run for run in runs if run]
+
     # -- writes ------------------------------------------------------------------
+
+    async def drop_slot(self, slot: int, locks: KeyLocks,
+                        keep: Callable[[], bool] = lambda: False) -> int:
+        """Delete every key of ``slot``, a batch at a time under the keys' locks
+        (so no client write of them runs in between); stop once ``keep()`` says the
+        slot's keys are wanted here after all. Returns the keys deleted."""
+        deleted = 0
+        while keys := await self.keys_in_slots(slot, slot, DROP_BATCH):
+            async with locks.hold(keys):
+                if keep():
+                    break
+                batch = await self.batch()
+                for key in keys:
+                    batch.delete(key)
+                await batch.commit()
+                deleted += len(keys)
+        return deleted
 
     async def _put(self, key: Key, value: bytes) -> None:
         await self._write([BatchOp(self._checked(key), value)])

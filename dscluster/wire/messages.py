@@ -32,6 +32,7 @@ from dscluster.errors import (
     BadRequestError,
     DatastoreClosedError,
     DSClusterError,
+    FencedError,
     MovedError,
     NotFoundError,
     ProtocolError,
@@ -82,6 +83,7 @@ class ErrorCode(enum.Enum):
     BAD_KEY = "bad_key"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    FENCED = "fenced"
 
 
 @struct
@@ -120,6 +122,7 @@ _EXCEPTION_OF: dict[ErrorCode, type[DSClusterError]] = {
     ErrorCode.BAD_KEY: BadKeyError,
     ErrorCode.UNAVAILABLE: UnavailableError,
     ErrorCode.INTERNAL: RemoteError,
+    ErrorCode.FENCED: FencedError,
 }
 # Order matters: the first matching class wins.
 _CODE_OF: tuple[tuple[type[BaseException], ErrorCode], ...] = (
@@ -128,6 +131,7 @@ _CODE_OF: tuple[tuple[type[BaseException], ErrorCode], ...] = (
     (BadKeyError, ErrorCode.BAD_KEY),
     (BadRequestError, ErrorCode.BAD_REQUEST),
     (ProtocolError, ErrorCode.BAD_REQUEST),
+    (FencedError, ErrorCode.FENCED),
     (UnavailableError, ErrorCode.UNAVAILABLE),
     (DatastoreClosedError, ErrorCode.UNAVAILABLE),
 )

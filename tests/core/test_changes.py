@@ -176,6 +176,33 @@ def test_a_requested_grow_adds_the_copy_by_majority_and_the_plan_spreads_copies(
     assert a.refill_plan() is None  # nothing short any more that B could take
 
 
+def test_a_suspected_member_keeps_its_share_of_new_copies_until_it_is_up_again() -> None:
+    """set-copies 2 while A cannot hear C (PFAIL in A's view only, so not FAIL): A
+    fills B's share alone; C's share waits for C instead of going to B for good."""
+    ids = ["A", "B", "C"]
+    net = Net([ClusterCore.bootstrap(i, SlotTable.initial(ids), rng=random.Random(i),
+                                     config=CFG) for i in ids])
+    net.tick(2)
+    a = net.cores["A"]
+    a.set_copies(2)
+    net.cut_links.add(frozenset("AC"))
+    ticks_until(net, lambda: a.liveness("C") is Liveness.PFAIL)
+    net.tick(3)
+    assert a.liveness("C") is Liveness.PFAIL  # a minority's suspicion only
+    assert net.cores["B"].liveness("C") is Liveness.UP
+    plan = a.refill_plan()
+    assert plan is not None and plan[0] == "B"
+    a.request_grow(*plan)
+    ticks_until(net, lambda: a.growing is None)
+    assert a.refill_plan() is None  # C's share waits
+    short = [s for s in a.table.slots_of("A") if len(a.table.copies(s)) == 1]
+    assert len(short) > 1000  # about half of A's slots
+    net.cut_links.clear()
+    ticks_until(net, lambda: a.liveness("C") is Liveness.UP)
+    plan = a.refill_plan()
+    assert plan is not None and plan[0] == "C" and set(plan[1]) == set(short)
+
+
 def test_a_copy_fenced_by_an_election_that_came_to_nothing_is_lifted_by_a_renew() -> None:
     """B voted at epoch 50 for a change that never committed (its candidate timed
     out while the primary A lived): B refuses A's writes as older. A renews: the

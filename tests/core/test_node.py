@@ -38,6 +38,7 @@ class Net:
         self.data: dict[str, dict[str, str]] = {c.me: {} for c in cores}
         self.disk: dict[str, bytes] = {}
         self.cut: set[str] = set()  # isolated nodes
+        self.cut_links: set[frozenset[str]] = set()  # pairs that cannot hear each other
         self.hold_actions = False
         self.actions: list[tuple[str, object]] = []
 
@@ -50,7 +51,8 @@ class Net:
                     self.disk[me] = rd.state.to_cbor()
                 for peer, msg in rd.messages:
                     busy = True
-                    if me not in self.cut and peer not in self.cut and peer in self.cores:
+                    if (me not in self.cut and peer not in self.cut and peer in self.cores
+                            and frozenset((me, peer)) not in self.cut_links):
                         self.cores[peer].step(me, decode(encode(msg)))
                 for action in rd.actions:
                     busy = True

@@ -34,6 +34,20 @@ def _wait_for(out: Path, proc: subprocess.Popen[bytes], text: str) -> str:
     raise AssertionError(f"no {text!r} in: {out.read_text(errors='replace')}")
 
 
+def _node_pids(base: Path) -> list[int]:
+    """The dscluster processes serving ``base`` (found by their --conf in /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if any(a.startswith(str(base / "n").encode()) for a in args) and b"--conf" in args:
+            pids.append(int(entry))
+    return sorted(pids)
+
+
 def _pasted(line: str) -> list[str]:
     """A printed command line as the shell would split it."""
     return shlex.split(line.strip())
@@ -47,6 +61,7 @@ def test_make_run_prints_commands_that_work_as_pasted(tmp_path):
                                  str(base)], stdout=f, stderr=subprocess.STDOUT)
     try:
         text = _wait_for(out, proc, "Ctrl-C stops every node")
+        assert "3 nodes, 2 copies of every slot" in text  # survives a dead node by default
         lines = text.splitlines()
         commands = [line for line in lines if line.startswith("  ") and "--conf" in line]
         assert len(commands) == 3, text
@@ -83,6 +98,14 @@ def test_make_run_prints_commands_that_work_as_pasted(tmp_path):
                                  str(base)], stdout=f, stderr=subprocess.STDOUT)
     try:
         _wait_for(again, proc, "Ctrl-C stops every node")
+        r = subprocess.run([*add[:-2], "cat", cid], capture_output=True, timeout=120)
+        assert r.returncode == 0 and r.stdout == data.read_bytes(), r.stderr
+        # kill -9 of a node: the file is still read whole, from the copies
+        for pid in _node_pids(base):
+            os.kill(pid, signal.SIGKILL)
+            break
+        else:
+            raise AssertionError(f"no node process of {base}")
         r = subprocess.run([*add[:-2], "cat", cid], capture_output=True, timeout=120)
         assert r.returncode == 0 and r.stdout == data.read_bytes(), r.stderr
     finally:

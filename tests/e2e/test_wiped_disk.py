@@ -1,7 +1,7 @@
 """A node whose data directory is wiped (config.json and key kept) comes back and serves.
 
-With one copy of each slot (go-ds-cluster's mode, `dscfg cluster` without
---copies) the wiped node's keys are gone, and the first test says so; what
+With one copy of each slot (go-ds-cluster's mode, `--copies 1`, the
+ProcessCluster default) the wiped node's keys are gone, and the first test says so; what
 must hold is everything else: the node restarts on its address with its
 slots, the other nodes' keys are intact, and new writes to the wiped node's
 slots are acknowledged and read back. With two copies (the second test) the

@@ -187,6 +187,12 @@ async def test_a_slot_that_lost_a_copy_gets_a_new_one_while_clients_write(tmp_pa
             with pytest.raises(NotFoundError):
                 await client.get(Key(gone))
             assert dead not in cluster.nodes[0].core.table.copies(key_slot(gone))
+            # and it drops its stale keys of the slots it was taken out of (node/sweep.py)
+            back = cluster.nodes[2]
+            await _until(lambda: back.sweeper.dropped > 0, 30)
+            for k in keys:
+                if dead not in back.core.table.copies(key_slot(k)):
+                    assert (await _on_disk(cluster, k))[dead] is None, k
 
 
 async def test_a_node_back_with_a_wiped_disk_serves_nothing_and_loses_nothing(tmp_path) -> None:
@@ -254,6 +260,26 @@ async def test_set_copies_on_a_running_cluster_fills_and_drops_copies(tmp_path) 
             await _until(lambda: copies_are(1))
             for k in keys:
                 assert await client.get(Key(k)) in (b"one", b"two")
+
+            async def only_on_holders() -> bool:  # the dropped copies' keys are swept
+                for k in keys:
+                    stored = await _on_disk(cluster, k)
+                    if [p for p, v in stored.items() if v is not None] != [_holders(cluster, k)[0]]:
+                        return False
+                return True
+
+            with trio.fail_after(30):
+                while not await only_on_holders():
+                    await trio.sleep(0.2)
+            # and 1 -> 2 again: the new copies, some on nodes that held and dropped the
+            # slot, are filled whole (a learner's keys are not swept)
+            await node.driver.call(node.core.set_copies, 2)
+            await _until(lambda: copies_are(2))
+            await trio.sleep(2 * 2.0)  # a sweep or two (node/sweep.py SWEEP_EVERY)
+            for k in keys:
+                want = await client.get(Key(k))
+                stored = await _on_disk(cluster, k)
+                assert [stored[p] for p in _holders(cluster, k)] == [want, want], k
 
 
 async def test_moving_slots_with_copies_keeps_every_copy_while_clients_write(tmp_path) -> None:

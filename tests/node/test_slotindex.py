@@ -219,3 +219,46 @@ async def test_keys_in_slots_spans_a_range_in_slot_order(tmp_path):
         assert await ds.keys_in_slots(lo, hi, 7) == [k for _, k in inside][:7]
     finally:
         await ds.close()
+
+
+async def test_by_size_splits_by_value_bytes_and_keeps_gone_keys(tmp_path):
+    ds = open_level(tmp_path)
+    try:
+        for i, n in enumerate([400, 400, 400, 1500, 10]):
+            await ds.put(f"/s/{i}", b"x" * n)
+        keys = [f"/s/{i}" for i in range(5)] + ["/s/gone"]
+        runs = await ds.by_size(keys, 1000)
+        # 400+400, then 400 (the 1500 would pass 1000), the 1500 alone (a run holds
+        # one key at least), then 10 and the gone key counted as 0
+        assert runs == [["/s/0", "/s/1"], ["/s/2"], ["/s/3"], ["/s/4", "/s/gone"]]
+        assert await ds.by_size([], 1000) == []
+    finally:
+        await ds.close()
+
+
+async def test_drop_slot_deletes_the_slots_keys_under_their_locks_and_can_stop(tmp_path):
+    from dscluster.node.keylocks import KeyLocks
+
+    ds = open_level(tmp_path)
+    locks = KeyLocks()
+    try:
+        keys = [f"/d/{i}" for i in range(3000)]
+        for k in keys:
+            await ds.put(k, b"v")
+        slot = max({key_slot(k) for k in keys}, key=lambda s: sum(key_slot(k) == s for k in keys))
+        mine = [k for k in keys if key_slot(k) == slot]
+        other = next(k for k in keys if key_slot(k) != slot)
+        async with trio.open_nursery() as nursery:
+            async with locks.hold([mine[0]]):
+                nursery.start_soon(ds.drop_slot, slot, locks)
+                await trio.sleep(0.05)
+                assert await ds.has(mine[0])  # drop_slot waits for the held lock
+        assert await ds.keys_in_slots(slot, slot, 10) == []
+        assert [k for k in mine if await ds.has(k)] == [] and await ds.has(other)
+        # keep() says yes before the first batch: nothing is deleted
+        for k in mine:
+            await ds.put(k, b"v")
+        await ds.drop_slot(slot, locks, lambda: True)
+        assert len(await ds.keys_in_slots(slot, slot, 10_000)) == len(mine)
+    finally:
+        await ds.close()

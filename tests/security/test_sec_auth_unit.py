@@ -41,7 +41,11 @@ ALLOWED = {
 }
 
 
-@pytest.mark.parametrize("peer", list(ALLOWED))
+# ids by name: the peer IDs are random, and pytest-xdist needs equal ids in every worker
+NAMES = {STRANGER: "stranger", RO: "ro", RW: "rw", ADMIN: "admin", MEMBER: "member"}
+
+
+@pytest.mark.parametrize("peer", list(ALLOWED), ids=NAMES.get)
 @pytest.mark.parametrize("needed", list(Role))
 def test_require_matrix(peer: str, needed: Role) -> None:
     a = make()
@@ -95,7 +99,7 @@ def test_clients_file_roles_and_old_format(tmp_path: os.PathLike[str]) -> None:
 
 @pytest.mark.parametrize("line", [
     "notapeer", f"{RW} superuser", f"{RW} member", f"{RW} read-only extra", "\xff\xfe",
-])
+], ids=["not-a-peer", "superuser", "member", "extra-word", "not-utf8"])
 def test_clients_file_bad_lines(tmp_path: os.PathLike[str], line: str) -> None:
     d = str(tmp_path)
     with open(os.path.join(d, "clients"), "w") as f:

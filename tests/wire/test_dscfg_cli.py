@@ -17,7 +17,8 @@ def dscfg(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cluster_writes_bootstrap_config(tmp_path):
-    out = dscfg("cluster", "--cluster-node-number=3", "--base-port", "45001", str(tmp_path / "c"))
+    out = dscfg("cluster", "--cluster-node-number=3", "--base-port", "45001", "--copies", "1",
+                str(tmp_path / "c"))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     cfg = load_node_config(tmp_path / "c")
@@ -28,6 +29,9 @@ def test_cluster_writes_bootstrap_config(tmp_path):
     assert [n.swarm for n in cfg.nodes] == [(f"/ip4/127.0.0.1/tcp/{p}",) for p in (45001, 45002,
                                                                                     45003)]
     assert [i.peer_id for i in cfg.identity_list] == [n.id for n in cfg.nodes]
+    # the operator client names every node: it finds the cluster with node 0 down
+    operator = load_client_config(tmp_path / "c" / "client")
+    assert operator.bootstrap_addrs == tuple(f"{n.swarm[0]}/p2p/{n.id}" for n in cfg.nodes)
     assert len({n.id for n in cfg.nodes}) == 3
     secret = read_join_secret(cfg, tmp_path / "c")
     assert f"join secret: {secret}" in lines
@@ -48,7 +52,7 @@ def test_cluster_with_free_ports_and_short_option(tmp_path):
 
 
 def test_cluster_with_copies_places_every_slot_on_distinct_nodes(tmp_path):
-    out = dscfg("cluster", "-n", "3", "--copies", "2", str(tmp_path / "c"))
+    out = dscfg("cluster", "-n", "3", str(tmp_path / "c"))  # two copies by default
     assert out.returncode == 0, out.stderr
     cfg = load_node_config(tmp_path / "c")
     assert cfg.copies == 2
@@ -63,10 +67,12 @@ def test_cluster_with_copies_places_every_slot_on_distinct_nodes(tmp_path):
     assert max(held.values()) - min(held.values()) <= 1  # replicas spread evenly
     doc = json.loads((tmp_path / "c" / "config.json").read_text())
     assert doc["copies"] == 2 and "replicas" in doc["nodes"][0]
-    # the default stays go-ds-cluster's form: no copies, no replicas
-    assert dscfg("cluster", "-n", "3", str(tmp_path / "d")).returncode == 0
+    # --copies 1 is go-ds-cluster's form: no copies, no replicas
+    assert dscfg("cluster", "-n", "3", "--copies", "1", str(tmp_path / "d")).returncode == 0
     plain = json.loads((tmp_path / "d" / "config.json").read_text())
     assert "copies" not in plain and all("replicas" not in n for n in plain["nodes"])
+    assert dscfg("cluster", "-n", "1", str(tmp_path / "one")).returncode == 0
+    assert load_node_config(tmp_path / "one").copies == 1  # one node: one copy
     bad = dscfg("cluster", "-n", "2", "--copies", "3", str(tmp_path / "e"))
     assert bad.returncode != 0
     assert bad.stderr.strip() == ("dscfg: error: --copies must be between 1 and 2 "

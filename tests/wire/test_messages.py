@@ -158,6 +158,7 @@ def test_duplicate_tag_is_refused():
         errors.BadKeyError("bad key"),
         errors.BadRequestError("bad query"),
         errors.UnavailableError("disk gone"),
+        errors.FencedError("slot 3: this copy knows a newer configuration"),
         errors.MovedError(12, "QmPeer", ["/ip4/127.0.0.1/tcp/1"]),
         errors.AskError(13, "QmOther", []),
     ],
