@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 CALL_TIMEOUT = 30.0
 CHECK_TIMEOUT = 300.0  # a key scan of a large node
 POLL_INTERVAL = 0.2
+FORGET_TIMEOUT = 3600.0  # seconds forget-node waits for the failover and the refill
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,7 @@ class AdminClient:
 
     async def set_copies(self, copies: int) -> None:
         """Change the cluster's copies setting (any member takes it; gossip spreads it)."""
-        await self.call((await self.members())[0], am.AdminSetCopies(0, copies))
+        await self.on_one_member(am.AdminSetCopies(0, copies))  # a dead member is skipped
 
     async def wait_copies(self, copies: int, on_progress: Callable[[int, int], None]
                           | None = None, timeout: float = 3600) -> None:
@@ -212,8 +213,50 @@ class AdminClient:
                 await trio.sleep(POLL_INTERVAL)
 
     async def remove_member(self, peer: str) -> None:
-        via = next(p for p in await self.members() if p != peer)
-        await self.call(via, am.AdminRemoveMember(0, peer))
+        errors = []
+        for via in await self.members():
+            if via == peer:
+                continue
+            try:
+                await self.call(via, am.AdminRemoveMember(0, peer))
+                return
+            except UnavailableError as exc:  # a dead member is skipped
+                errors.append(f"{via}: {exc}")
+        raise UnavailableError("no other member answered: " + "; ".join(errors or ["none"]))
+
+    async def forget(self, peer: str, on_progress: Callable[[int, int], None] | None = None,
+                     timeout: float = FORGET_TIMEOUT) -> None:
+        """Retire ``peer``, a data member that is gone for good (doc/copies.md).
+
+        Refused while it answers (drain it with remove-node instead) or while it
+        holds the only copy of a slot. Waits until its slots have failed over to
+        their copies, retires it, then waits until re-replication has given every
+        slot its copies again."""
+        table = await self.table()
+        node = table.nodes.get(peer)
+        if node is None or node.role is not NodeRole.DATA:
+            raise BadRequestError(f"{peer} is not a data member of this cluster")
+        alone = [s for s in table.slots_of(peer) if len(table.copies(s)) < 2]
+        if alone:
+            raise BadRequestError(
+                f"{peer} holds the only copy of {len(alone)} slots (e.g. slots "
+                f"{SlotSet.from_slots(alone[:64])}): forgetting it would lose their keys; "
+                "start it again, or drain it with remove-node while it runs")
+        try:
+            await self.status(peer)
+        except UnavailableError:
+            pass  # gone, as it should be
+        else:
+            raise BadRequestError(f"{peer} is running: retire it with "
+                                  f"`dsclient cluster remove-node {peer}` instead")
+        with trio.fail_after(timeout):
+            while len(owned := (await self.table()).slots_of(peer)):
+                log.info("waiting for %d slots of %s to fail over", len(owned), peer)
+                await trio.sleep(POLL_INTERVAL)
+            await self.remove_member(peer)
+            table = await self.table()
+            left = sum(1 for n in table.nodes.values() if n.role is NodeRole.DATA)
+            await self.wait_copies(min(table.settings.copies, left), on_progress)
 
     # -- client roles (entries of the gossiped table) -----------------------------------
 

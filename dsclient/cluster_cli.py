@@ -183,6 +183,26 @@ def remove_node(peer: Annotated[str, typer.Argument(help="Peer ID of the node to
     _with_admin(run)
 
 
+@app.command("forget-node")
+def forget_node(peer: Annotated[str, typer.Argument(help="Peer ID of the dead node.")]) -> None:
+    """Retire a node that is gone for good (a dead machine, a lost disk).
+
+    Its slots fail over to their copies, then every slot it held a copy of gets
+    a new one on the others (with progress). Refused while the node answers
+    (use remove-node) or while it holds the only copy of a slot."""
+    _peer(peer)  # a bad peer ID: a one-line error before connecting
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done} of {total} slots have all their copies", end="", file=sys.stderr,
+              flush=True)
+
+    async def run(admin: AdminClient) -> None:
+        await admin.forget(peer, progress)
+        print(file=sys.stderr)
+        print(f"{peer} forgotten: every slot has its copies on the other nodes")
+    _with_admin(run)
+
+
 @app.command("set-copies")
 def set_copies(
     copies: Annotated[int, typer.Argument(help="Copies of every slot, on distinct nodes.")],

@@ -16,7 +16,7 @@ from dscluster.blocks import block_key
 from dscluster.core.planner import Move
 from dscluster.core.slots import SlotSet, key_slot
 from dscluster.datastore.key import Key
-from dscluster.errors import NotFoundError, UnavailableError
+from dscluster.errors import BadRequestError, NotFoundError, UnavailableError
 from dscluster.net.host import Identity
 from dscluster.testing.cluster import InProcessCluster, local_cluster, store_client
 from dscluster.wire import messages as wm
@@ -404,3 +404,55 @@ async def test_a_copy_refuses_an_older_or_second_primary_and_a_newer_one_fences(
                 with pytest.raises(Exception, match="member"):
                     await sc.call_node(primary, wm.Replicate(0, ((slot, epoch + 5),),
                                                              ((key, b"x"),)))
+
+
+async def test_forget_node_retires_a_dead_node_and_its_slots_get_their_copies_again(
+        tmp_path) -> None:
+    """`dsclient cluster forget-node`: refused for a running node and for a node
+    holding a slot's only copy; for a dead node with copies: its slots fail over,
+    it is retired, every slot gets its second copy on the others, nothing lost."""
+    from dsclient.admin import open_admin
+    from dscluster.core.table import NodeRole
+
+    admin = Identity.generate()
+    with trio.fail_after(150):
+        async with local_cluster(tmp_path, 3, copies=2, admins=[admin.peer_id_str]) as cluster, \
+                open_cluster_client(cluster.client_identity,
+                                    bootstrap=[cluster.nodes[0].addrs[0]],
+                                    options=ClientOptions(request_timeout=20.0)) as client:
+            keys = [f"/forget/{i}" for i in range(60)]
+            for k in keys:
+                await client.put(Key(k), k.encode())
+            dead = cluster.nodes[2].peer_id
+            seeds = {n.peer_id: list(n.addrs) for n in cluster.nodes}
+            async with open_admin(admin, seeds) as ac:
+                with pytest.raises(BadRequestError, match="is running: retire it with"):
+                    await ac.forget(dead)
+                await cluster.stop_node(2)
+                seen: list[tuple[int, int]] = []
+                await ac.forget(dead, lambda done, total: seen.append((done, total)))
+                assert seen and seen[-1] == (16384, 16384)
+                table = await ac.table()
+            assert table.nodes[dead].role is NodeRole.RETIRED
+            assert all(len(c := table.copies(s)) == 2 and dead not in c for s in range(16384))
+            for k in keys:
+                assert await client.get(Key(k)) == k.encode()
+                stored = await _on_disk(cluster, k)
+                assert [stored[p] for p in table.copies(key_slot(k))] == [k.encode()] * 2
+
+
+async def test_forget_node_refuses_to_lose_a_slots_only_copy(tmp_path) -> None:
+    from dsclient.admin import open_admin
+
+    admin = Identity.generate()
+    with trio.fail_after(60):
+        async with local_cluster(tmp_path, 3, admins=[admin.peer_id_str]) as cluster:
+            dead = cluster.nodes[2].peer_id
+            seeds = {n.peer_id: list(n.addrs) for n in cluster.nodes[:2]}
+            await cluster.stop_node(2)
+            async with open_admin(admin, seeds) as ac:
+                with pytest.raises(BadRequestError, match=f"{dead} holds the only copy of 5461 "
+                                                          "slots"):
+                    await ac.forget(dead)
+                with pytest.raises(BadRequestError, match="is not a data member"):
+                    await ac.forget(cluster.client_identity.peer_id_str)

@@ -29,7 +29,9 @@ def test_cluster_writes_an_operator_client_admin_on_the_bootstrap(tmp_path: Path
     client = load_client_config(conf / "client")
     assert load_clients(str(conf)) == {client.identity.peer_id: Role.ADMIN}
     boot = load_node_config(conf)
-    assert client.bootstrap_addrs == (f"{boot.swarm[0]}/p2p/{boot.identity.peer_id}",)
+    # every node, the bootstrap first
+    assert client.bootstrap_addrs == tuple(f"{n.swarm[0]}/p2p/{n.id}" for n in boot.nodes)
+    assert client.bootstrap_addrs[0] == f"{boot.swarm[0]}/p2p/{boot.identity.peer_id}"
     assert load_swarm_key(conf / "client" / "swarm.key") == load_swarm_key(conf / "swarm.key")
     for path in (conf / "client" / "config.json", conf / "client" / "swarm.key"):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
