@@ -491,8 +491,11 @@ class ClusterClient(Datastore):
 
     async def status(self) -> list[NodeStatus]:
         """Every known node's own NodeInfo (or why it did not answer); members the
-        answers name that this client did not know are asked too."""
+        answers name that this client did not know are asked too. A node that does
+        not answer and that no answer names as a member is left out: it was retired
+        (remove-node, forget-node), though this client's config still lists it."""
         out: dict[str, NodeStatus] = {}
+        named: set[str] = set()
 
         async def ask(peer: str) -> None:
             addrs = self.table.addrs.get(peer, ())
@@ -502,14 +505,17 @@ class ClusterClient(Datastore):
                 out[peer] = NodeStatus(peer, addrs, None, str(exc))
                 return
             out[peer] = NodeStatus(peer, info.addrs or addrs, info)
+            named.add(peer)
             for member, member_addrs in info.members:
+                named.add(member)
                 self.table.add_node(member, member_addrs)
 
         for _ in range(2):  # the second round asks the members the first one named
             async with trio.open_nursery() as nursery:
                 for peer in [p for p in self.table.addrs if p not in out]:
                     nursery.start_soon(ask, peer)
-        return [out[p] for p in sorted(out)]
+        answered = any(st.info is not None for st in out.values())
+        return [out[p] for p in sorted(out) if not answered or p in named]
 
     @property
     def messages_sent(self) -> int:

@@ -434,6 +434,10 @@ async def test_forget_node_retires_a_dead_node_and_its_slots_get_their_copies_ag
                 assert seen and seen[-1] == (16384, 16384)
                 table = await ac.table()
             assert table.nodes[dead].role is NodeRole.RETIRED
+            # status leaves the retired node out, though the client knew it
+            assert dead in client.table.addrs
+            assert [st.peer_id for st in await client.status()] == sorted(
+                n.peer_id for n in cluster.nodes[:2])
             assert all(len(c := table.copies(s)) == 2 and dead not in c for s in range(16384))
             for k in keys:
                 assert await client.get(Key(k)) == k.encode()
