@@ -32,6 +32,7 @@ within a second. Each node has its own file: run it for every node's DIR.
 
 from __future__ import annotations
 
+import random
 import secrets
 import socket
 import sys
@@ -76,11 +77,39 @@ def _options(version: Annotated[bool, typer.Option(
     pass
 
 
-def _free_tcp_ports(host: str, count: int) -> list[int]:
-    """Ports the OS calls free right now (they may be taken by the time a node starts)."""
-    socks = []
+FIRST_PORT = 10000  # free ports are picked from here up to the OS's ephemeral range
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the OS hands out for outgoing connections and port 0 (Linux)."""
     try:
-        for _ in range(count):
+        with open("/proc/sys/net/ipv4/ip_local_port_range", encoding="ascii") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _free_tcp_ports(host: str, count: int) -> list[int]:
+    """Ports free right now, below the ephemeral range where one can: there, no
+    outgoing connection and no other program's port-0 bind takes a port between
+    this choice and the node's start (seen with tests running side by side)."""
+    low = _ephemeral_low()
+    rng = random.SystemRandom()
+    pool = list(range(FIRST_PORT, low)) if low - FIRST_PORT >= 1000 else []
+    rng.shuffle(pool)
+    socks: list[socket.socket] = []
+    try:
+        for port in pool[:count * 50]:
+            if len(socks) == count:
+                break
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((host, port))
+            except OSError:
+                s.close()
+                continue
+            socks.append(s)
+        while len(socks) < count:  # no such range here: whatever the OS gives
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind((host, 0))
             socks.append(s)

@@ -64,6 +64,10 @@ RETRY_AFTER = 5.0  # seconds after a failed attempt before the next
 CLEAR_SLOTS = 1024  # slots per clearing request
 PROGRESS_EVERY = 10.0  # seconds between progress lines in the log
 SLOT_KEYS = 1 << 30  # keys of one slot listed at once (keys only: a slot holds few)
+# Seconds between empty Replicates naming every slot being filled: they tell the new
+# copy it is still a learner of them, so its sweeper (node/sweep.py, LEARN_GRACE
+# 60 s) does not drop keys already copied while a long fill goes on.
+TOUCH_EVERY = 15.0
 
 
 @dataclass
@@ -220,8 +224,17 @@ class Refiller:
         for slot in learning:
             self._replicator.learners[slot] = target
         await self._driver.call(lambda: core.request_grow(target, slots))
+        last_touch = time.monotonic()
         while core.growing is not None and core.growing[0] == target:
             await trio.sleep(0.1)
+            if time.monotonic() - last_touch >= TOUCH_EVERY:
+                last_touch = time.monotonic()
+                with trio.move_on_after(TOUCH_EVERY):  # best effort: the grow goes on
+                    try:
+                        await self._touch(target, slots)
+                    except DSClusterError as exc:
+                        log.info("refill: could not remind %s of the grow: %s", target,
+                                 _one_line(exc))
         self._forget(target, learning)
         held = sum(1 for s in slots if target in core.table.copies(s))
         log.warning("refill: %s holds a copy of %d of %d slots now", target, held, len(slots))
@@ -232,8 +245,12 @@ class Refiller:
             if self._replicator.learners.get(slot) == target:
                 del self._replicator.learners[slot]
 
+    async def _touch(self, target: str, slots: SlotSet) -> None:
+        for chunk in _chunks(list(slots), CLEAR_SLOTS):
+            await self._send(target, chunk)
+
     async def _copy_all(self, target: str, slots: SlotSet, p: Progress) -> None:
-        last_log = time.monotonic()
+        last_log = last_touch = time.monotonic()
         for first, last in slots.ranges:
             slot = first
             while slot <= last:
@@ -245,6 +262,9 @@ class Refiller:
                 for chunk in await self._ds.by_size(keys, CHUNK_BYTES):
                     await self._copy_chunk(target, slot, chunk, p)
                 slot += 1
+                if time.monotonic() - last_touch >= TOUCH_EVERY:
+                    last_touch = time.monotonic()
+                    await self._touch(target, slots)
                 if time.monotonic() - last_log >= PROGRESS_EVERY:
                     last_log = time.monotonic()
                     log.warning("refill to %s: %d keys, %.1f MiB copied, at slot %d",
