@@ -35,8 +35,10 @@ before anything it sends, per the Ready contract).
   that falls due waits one tick per live member before this one (in the
   sorted order of members), so the first candidate usually wins alone.
 * **Retries.** An election not decided within `election_ticks` is dropped;
-  the next try waits a random 1..`election_ticks` ticks (two candidates do
-  not collide forever, as Redis's random failover delay) and stands higher.
+  the next try waits a random 1..`election_ticks` x 2^losses ticks (losses
+  in a row, at most 4 doublings; so candidates do not collide forever, as
+  Redis's random failover delay and Raft's randomized timeouts) and stands
+  higher.
 * **Winning** hands the committed configurations to the core, which writes
   them into the table at the election's epoch and tells every member.
 
@@ -86,6 +88,8 @@ def table_config(table: SlotTable, slot: int) -> Config:
     return Config(epoch, table.copies(slot)) if owner else Config(epoch, ())
 
 
+MAX_BACKOFF_DOUBLINGS = 4  # a lost election's retry window grows to 16 x election_ticks
+
 class CopyChanges:
     def __init__(self, me: str, acceptor: Acceptor, *, send: Send, rng: random.Random,
                  election_ticks: int) -> None:
@@ -102,6 +106,7 @@ class CopyChanges:
         self.running: Election | None = None
         self._deadline = 0
         self._next_try = 0
+        self._losses = 0  # elections lost or timed out in a row (the backoff grows)
         self._due_since: int | None = None  # when a change first fell due
         self._highest_promise = acceptor.promised
         self.won: list[tuple[Kind, str, SlotConfigs]] = []  # committed, for the core to apply
@@ -125,7 +130,10 @@ class CopyChanges:
                      else "timed out")
             self._highest_promise = max(self._highest_promise, self.running.highest_promise)
             self.running = None
-            self._next_try = now + self._rng.randint(1, self._ticks)
+            # Three primaries shrinking at once (set-copies 1) kept refusing each other
+            # with a fixed 1..election_ticks wait: double the window per loss in a row.
+            self._losses = min(self._losses + 1, MAX_BACKOFF_DOUBLINGS)
+            self._next_try = now + self._rng.randint(1, self._ticks << self._losses)
         if now < self._next_try:
             return epoch
         change = (self._due(table, set(failed), busy) if table.has_replicas() else None) \
@@ -265,6 +273,7 @@ class CopyChanges:
                         election.subject, election.epoch)
             self.won.append((election.kind, election.subject, election.won()))
             self.running = None
+            self._losses = 0
 
     # -- the voter --------------------------------------------------------------------
 
